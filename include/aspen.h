@@ -1,0 +1,347 @@
+/*
+ * aspen.h - the public C API of aspen, a deep-learning graph compiler and engine.
+ *
+ * Pipeline: build a graph (C builder below, or a cfg model file) -> append its
+ * backward pass and optimizer update -> compile it into an immutable program
+ * (shapes, schedule, one planned arena) -> run it on an engine (thread pool).
+ *
+ * Conventions:
+ *   - Functions that can fail return aspen_status; the reason, naming the file,
+ *     line, field or layer, is in aspen_errmsg() (per thread).
+ *   - x_new/x_free pairs; x_free(NULL) is a no-op. The library never exits.
+ *   - Element counts and shapes are int64_t, byte sizes size_t.
+ *   - Graph builders keep the graph's first error; later calls become no-ops
+ *     returning ASPEN_NONE, and aspen_compile() reports that first error.
+ */
+#ifndef ASPEN_H
+#define ASPEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ASPEN_VERSION "0.1.0"
+#define ASPEN_MAX_DIMS 6
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum {
+    ASPEN_OK = 0,
+    ASPEN_EINVAL = 1,      /* bad argument or option */
+    ASPEN_EIO = 2,         /* file could not be opened, read or written */
+    ASPEN_EFORMAT = 3,     /* file content is malformed or truncated */
+    ASPEN_ESHAPE = 4,      /* tensor shapes do not fit together */
+    ASPEN_ENOMEM = 5,      /* an allocation failed or a size overflowed */
+    ASPEN_EUNSUPPORTED = 6,/* valid input that aspen does not handle */
+    ASPEN_ENUMERIC = 7     /* NaN or Inf where a finite value is needed */
+} aspen_status;
+
+/* The message of the last failure on this thread ("" if none). */
+const char *aspen_errmsg(void);
+/* Short name of a status ("EINVAL"...). */
+const char *aspen_status_name(aspen_status st);
+
+/* ---------------------------------------------------------------- graph */
+
+typedef struct aspen_graph aspen_graph;
+typedef int32_t aspen_tensor;          /* tensor id inside its graph */
+#define ASPEN_NONE ((aspen_tensor)-1)  /* "no tensor" / failed builder call */
+
+typedef enum { ASPEN_F32 = 0, ASPEN_I32 = 1 } aspen_dtype;
+
+typedef enum {
+    ASPEN_INIT_ZEROS = 0,
+    ASPEN_INIT_ONES = 1,
+    ASPEN_INIT_CONST = 2,         /* every element = a */
+    ASPEN_INIT_UNIFORM = 3,       /* U(-a, a) */
+    ASPEN_INIT_NORMAL = 4,        /* N(0, a^2) */
+    ASPEN_INIT_KAIMING_UNIFORM = 5/* U(-b, b), b = 1/sqrt(fan_in): PyTorch's default for
+                                     Linear/Conv weights and biases; fan_in = a */
+} aspen_init_kind;
+
+typedef struct {
+    aspen_init_kind kind;
+    float a;
+} aspen_init;
+
+typedef struct {
+    int stride_h, stride_w;   /* >= 1 */
+    int pad_h, pad_w;         /* >= 0, symmetric zero padding */
+    int dilation_h, dilation_w; /* >= 1 */
+    int groups;               /* >= 1; in and out channels divisible by it */
+} aspen_conv_attrs;
+
+typedef struct {
+    int kernel_h, kernel_w;
+    int stride_h, stride_w;
+    int pad_h, pad_w;         /* top/left padding */
+    int out_h, out_w;         /* 0: computed PyTorch-style (floor); else forced (darknet) */
+    int count_include_pad;    /* avgpool only */
+} aspen_pool_attrs;
+
+typedef struct {
+    float eps;                /* 1e-5 */
+    float momentum;           /* running = (1-m)*running + m*batch; 0.1 */
+    int training;             /* 1: batch statistics + running update; 0: running stats */
+} aspen_bn_attrs;
+
+/* Create an empty graph (NULL when out of memory). */
+aspen_graph *aspen_graph_new(void);
+void aspen_graph_free(aspen_graph *g);
+/* The first error the graph met (ASPEN_OK if none); message via aspen_graph_errmsg. */
+aspen_status aspen_graph_status(const aspen_graph *g);
+const char *aspen_graph_errmsg(const aspen_graph *g);
+
+/* Tag the nodes built from now on with a layer name (reports, pictures, errors). */
+void aspen_graph_set_layer(aspen_graph *g, const char *name);
+
+/* Leaves. Names must be unique; persistent tensors are found by name in a store. */
+aspen_tensor aspen_input(aspen_graph *g, const char *name, aspen_dtype dt, int ndim,
+                         const int64_t *shape);
+aspen_tensor aspen_param(aspen_graph *g, const char *name, int ndim, const int64_t *shape,
+                         aspen_init init);
+/* A persistent tensor without gradient (batch-norm running statistics). */
+aspen_tensor aspen_state(aspen_graph *g, const char *name, int ndim, const int64_t *shape,
+                         aspen_init init);
+
+/* Operations. Shapes use NCHW for images. b may be ASPEN_NONE for "no bias". */
+aspen_tensor aspen_dense(aspen_graph *g, aspen_tensor x /*(N,K)*/, aspen_tensor w /*(M,K)*/,
+                         aspen_tensor b /*(M)*/);
+aspen_tensor aspen_conv2d(aspen_graph *g, aspen_tensor x /*(N,C,H,W)*/,
+                          aspen_tensor w /*(M,C/groups,KH,KW)*/, aspen_tensor b /*(M)*/,
+                          const aspen_conv_attrs *a);
+aspen_tensor aspen_maxpool2d(aspen_graph *g, aspen_tensor x, const aspen_pool_attrs *a);
+aspen_tensor aspen_avgpool2d(aspen_graph *g, aspen_tensor x, const aspen_pool_attrs *a);
+aspen_tensor aspen_global_avgpool(aspen_graph *g, aspen_tensor x); /* (N,C,H,W)->(N,C,1,1) */
+aspen_tensor aspen_relu(aspen_graph *g, aspen_tensor x);
+aspen_tensor aspen_leaky_relu(aspen_graph *g, aspen_tensor x, float slope);
+aspen_tensor aspen_sigmoid(aspen_graph *g, aspen_tensor x);
+aspen_tensor aspen_tanh(aspen_graph *g, aspen_tensor x);
+/* x (N,C,...) normalised per channel C. */
+aspen_tensor aspen_batchnorm(aspen_graph *g, aspen_tensor x, aspen_tensor gamma,
+                             aspen_tensor beta, aspen_tensor running_mean,
+                             aspen_tensor running_var, const aspen_bn_attrs *a);
+/* Inverted dropout; identity when training == 0. Mask from a counter-based
+ * hash of (seed, step, element), so it does not depend on the thread count. */
+aspen_tensor aspen_dropout(aspen_graph *g, aspen_tensor x, float p, int training);
+/* a + b with numpy broadcasting of b into a's shape (b's dims 1 or equal). */
+aspen_tensor aspen_add(aspen_graph *g, aspen_tensor a, aspen_tensor b);
+aspen_tensor aspen_concat(aspen_graph *g, int n, const aspen_tensor *xs, int axis);
+aspen_tensor aspen_reshape(aspen_graph *g, aspen_tensor x, int ndim, const int64_t *shape);
+aspen_tensor aspen_flatten(aspen_graph *g, aspen_tensor x);  /* (N, ...) -> (N, rest) */
+aspen_tensor aspen_softmax(aspen_graph *g, aspen_tensor x);  /* over the last axis */
+/* Mean over the batch of -log softmax(logits)[label]; logits (N,K), labels I32 (N). */
+aspen_tensor aspen_softmax_cross_entropy(aspen_graph *g, aspen_tensor logits,
+                                         aspen_tensor labels);
+/* Mean over all elements of (pred - target)^2. */
+aspen_tensor aspen_mse(aspen_graph *g, aspen_tensor pred, aspen_tensor target);
+
+/* Keep t readable after a run (it is then never reused by the planner). */
+aspen_status aspen_graph_output(aspen_graph *g, aspen_tensor t);
+
+/* Append the backward pass of scalar `loss` (symbolic: ordinary graph nodes). */
+aspen_status aspen_graph_backward(aspen_graph *g, aspen_tensor loss);
+/* Gradient of t after aspen_graph_backward (ASPEN_NONE if t gets none). */
+aspen_tensor aspen_grad(const aspen_graph *g, aspen_tensor t);
+
+typedef enum { ASPEN_OPT_SGD = 0, ASPEN_OPT_ADAM = 1 } aspen_optimizer_kind;
+
+typedef struct {
+    aspen_optimizer_kind kind;
+    float momentum;      /* SGD */
+    int nesterov;        /* SGD */
+    float weight_decay;  /* SGD: added to the gradient (L2); Adam: decoupled (AdamW) */
+    float beta1, beta2, eps; /* Adam */
+} aspen_optimizer;
+
+/* Append one update op per parameter (after backward). The learning rate and
+ * step number come from aspen_engine_run, so schedules need no recompile. */
+aspen_status aspen_graph_optimizer(aspen_graph *g, const aspen_optimizer *o);
+
+/* Introspection. */
+int aspen_graph_tensor_count(const aspen_graph *g);
+int aspen_graph_node_count(const aspen_graph *g);
+int aspen_tensor_ndim(const aspen_graph *g, aspen_tensor t);
+int64_t aspen_tensor_dim(const aspen_graph *g, aspen_tensor t, int axis);
+int64_t aspen_tensor_numel(const aspen_graph *g, aspen_tensor t);
+const char *aspen_tensor_name(const aspen_graph *g, aspen_tensor t);
+aspen_tensor aspen_tensor_find(const aspen_graph *g, const char *name);
+
+/* ---------------------------------------------------------------- store */
+
+/* Named persistent tensors (parameters, optimizer state, running statistics),
+ * shared by every engine bound to it. f32 only. */
+typedef struct aspen_store aspen_store;
+
+aspen_store *aspen_store_new(uint64_t seed);
+void aspen_store_free(aspen_store *s);
+int aspen_store_count(const aspen_store *s);
+const char *aspen_store_name(const aspen_store *s, int i);
+int aspen_store_ndim(const aspen_store *s, int i);
+const int64_t *aspen_store_shape(const aspen_store *s, int i);
+float *aspen_store_data(aspen_store *s, int i);
+int aspen_store_find(const aspen_store *s, const char *name); /* index or -1 */
+/* Add a tensor, zero-filled, or return the existing one (error if its shape differs). */
+aspen_status aspen_store_add(aspen_store *s, const char *name, int ndim, const int64_t *shape,
+                             int *index);
+uint64_t aspen_store_seed(const aspen_store *s);
+
+/* ---------------------------------------------------------------- compile and run */
+
+typedef struct aspen_program aspen_program;
+
+typedef struct {
+    int threads;   /* vertices are planned for this many threads; 0 = all cores */
+    int no_reuse;  /* 1: every tensor gets its own buffer (testing, naive baseline) */
+} aspen_compile_opts;
+
+typedef struct {
+    size_t naive_bytes;       /* every transient tensor its own buffer */
+    size_t arena_bytes;       /* the planned arena (transient tensors + scratch) */
+    size_t persistent_bytes;  /* parameters, optimizer state, running statistics */
+    size_t io_bytes;          /* inputs and outputs */
+    int nodes, tensors, vertices;
+} aspen_plan_stats;
+
+/* Verify, infer shapes, schedule and plan memory. On success *out owns a copy
+ * of everything it needs; the graph may then be freed. */
+aspen_status aspen_compile(const aspen_graph *g, const aspen_compile_opts *o,
+                           aspen_program **out);
+void aspen_program_free(aspen_program *p);
+void aspen_program_stats(const aspen_program *p, aspen_plan_stats *st);
+
+typedef struct aspen_engine aspen_engine;
+
+/* Bind a program to a store (persistent tensors found by name, created and
+ * initialised from the store's seed when missing) and start `threads` threads
+ * (0 = all cores). All memory the runs need is allocated here. */
+aspen_status aspen_engine_new(const aspen_program *p, aspen_store *store, int threads,
+                              aspen_engine **out);
+void aspen_engine_free(aspen_engine *e);
+/* Storage of an input, output or persistent tensor (NULL for others).
+ * I32 tensors are int32_t arrays behind the pointer. */
+void *aspen_engine_data(aspen_engine *e, aspen_tensor t);
+
+typedef struct {
+    float lr;        /* learning rate of this step */
+    int64_t step;    /* 1-based step number (Adam bias correction, dropout masks) */
+} aspen_step;
+
+/* Run the program once. Not thread-safe for one engine. */
+aspen_status aspen_engine_run(aspen_engine *e, const aspen_step *s);
+int aspen_engine_threads(const aspen_engine *e);
+
+/* ---------------------------------------------------------------- models */
+
+/* A model description (darknet-style cfg). */
+typedef struct aspen_model aspen_model;
+
+aspen_status aspen_model_load(const char *path, aspen_model **out);
+/* Parse cfg text; `name` is used in error messages as the file name. */
+aspen_status aspen_model_parse(const char *text, size_t len, const char *name,
+                               aspen_model **out);
+void aspen_model_free(aspen_model *m);
+const char *aspen_model_text(const aspen_model *m);  /* the cfg text */
+const char *aspen_model_name(const aspen_model *m);
+void aspen_model_input(const aspen_model *m, int *c, int *h, int *w);
+
+typedef struct {
+    aspen_tensor input;   /* F32 (batch, C, H, W) */
+    aspen_tensor logits;  /* (batch, classes): the value before a final [softmax] */
+    aspen_tensor probs;   /* softmax(logits), or ASPEN_NONE when training */
+    int classes;
+} aspen_model_io;
+
+/* Build the model into g for `batch` images; training selects batch-norm and
+ * dropout modes. */
+aspen_status aspen_model_build(const aspen_model *m, aspen_graph *g, int64_t batch,
+                               int training, aspen_model_io *io);
+
+/* ---------------------------------------------------------------- data */
+
+typedef struct {
+    int64_t n;          /* images */
+    int c, h, w;
+    float *x;           /* (n, c, h, w), values in [0, 1] */
+    uint8_t *y;         /* (n) class labels */
+    int classes;
+    char name[64];      /* "fashion-mnist", "mnist", or the directory */
+    const char *const *labels; /* classes names (static) */
+} aspen_dataset;
+
+/* spec: "fashion-mnist", "mnist" or a directory holding IDX files
+ * ({train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]). train: 1 train split, 0 test. */
+aspen_status aspen_dataset_load(const char *spec, int train, aspen_dataset **out);
+/* Read an IDX image file and its label file (raw or gzip). */
+aspen_status aspen_idx_load(const char *images, const char *labels, aspen_dataset **out);
+void aspen_dataset_free(aspen_dataset *d);
+
+/* Load a PNG or PGM image of any size as (c, h, w) floats in [0,1]: converted to
+ * c channels, resized (bilinear), and inverted if its border is bright (models
+ * trained on MNIST-style data expect a light figure on a dark ground). */
+aspen_status aspen_image_load(const char *path, int c, int h, int w, float *out);
+
+/* ---------------------------------------------------------------- checkpoints */
+
+/* safetensors file: one tensor per store entry, plus in __metadata__ the model
+ * text ("aspen.model"), a CRC32 per tensor ("aspen.crc32.<name>") and the
+ * caller's `meta` JSON object text ("aspen.meta", may be NULL). Written
+ * atomically: temporary file, fsync, rename. */
+aspen_status aspen_checkpoint_save(const char *path, const aspen_model *m,
+                                   const aspen_store *s, const char *meta);
+/* Load; *meta (may be NULL) gets a malloc'd copy of the meta JSON text or NULL. */
+aspen_status aspen_checkpoint_load(const char *path, aspen_model **m, aspen_store **s,
+                                   char **meta);
+
+/* ---------------------------------------------------------------- training */
+
+typedef enum { ASPEN_SCHED_CONSTANT = 0, ASPEN_SCHED_STEP = 1, ASPEN_SCHED_COSINE = 2 } aspen_schedule;
+
+typedef struct {
+    int epoch, epochs;
+    double train_loss;        /* mean over the epoch's batches */
+    double train_accuracy;    /* on the epoch's batches, as trained */
+    double test_loss, test_accuracy; /* on the test set after the epoch (-1 if none) */
+    double seconds;           /* training time of this epoch */
+    double images_per_second;
+} aspen_epoch_stats;
+
+typedef void (*aspen_progress_fn)(void *user, const aspen_epoch_stats *st,
+                                  int64_t batch_done, int64_t batches, int epoch_done);
+
+typedef struct {
+    int epochs;               /* 1 */
+    int batch;                /* 64 */
+    float lr;                 /* 0.01 SGD, 0.001 Adam */
+    aspen_optimizer opt;
+    aspen_schedule schedule;
+    int step_every;           /* ASPEN_SCHED_STEP: epochs between decays (default 2) */
+    float step_gamma;         /* ASPEN_SCHED_STEP: factor (default 0.1) */
+    int threads;              /* 0 = all cores */
+    uint64_t seed;
+    int64_t limit;            /* > 0: use only the first `limit` training images */
+    aspen_progress_fn progress;
+    void *user;
+} aspen_train_opts;
+
+void aspen_train_opts_default(aspen_train_opts *o);
+/* Learning rate at the start of `epoch` (0-based) under o's schedule. */
+float aspen_train_lr(const aspen_train_opts *o, int epoch);
+/* Train m's parameters in `store`; test may be NULL. *last gets the last epoch's figures. */
+aspen_status aspen_train(const aspen_model *m, aspen_store *store, const aspen_dataset *train,
+                         const aspen_dataset *test, const aspen_train_opts *o,
+                         aspen_epoch_stats *last);
+/* Inference over a data set: mean loss and accuracy. */
+aspen_status aspen_evaluate(const aspen_model *m, aspen_store *store, const aspen_dataset *d,
+                            int batch, int threads, double *loss, double *accuracy);
+/* probs (n, classes) for n images (n, c, h, w). */
+aspen_status aspen_predict(const aspen_model *m, aspen_store *store, const float *images,
+                           int64_t n, int threads, float *probs, int *classes);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

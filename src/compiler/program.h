@@ -1,0 +1,55 @@
+/*
+ * program.h - the compiled program: what the compiler hands the engine. It is
+ * immutable after aspen_compile and self-contained (the graph may be freed):
+ * tensor descriptors with their storage class and arena offsets, nodes in
+ * schedule order with their vertex counts, and the sizes the engine must
+ * allocate. The engine allocates exactly these and nothing while running.
+ */
+#ifndef ASPEN_PROGRAM_H
+#define ASPEN_PROGRAM_H
+
+#include "graph/graph.h"
+
+typedef enum {
+    ASP_STORE_ARENA = 0,      /* transient: activations, gradients */
+    ASP_STORE_PERSISTENT = 1, /* parameters and state, in the aspen_store */
+    ASP_STORE_IO = 2          /* inputs and outputs: own buffer, readable after runs */
+} asp_storage;
+
+typedef struct {
+    asp_storage storage;
+    size_t offset; /* in the arena or the I/O buffer */
+    size_t bytes;
+    int first, last; /* live interval in schedule steps (arena tensors) */
+} asp_placement;
+
+struct aspen_program {
+    asp_tensor *t;
+    asp_placement *place;
+    int nt;
+    asp_node *n; /* schedule order */
+    int *nvertex;
+    int nn;
+    char (*layers)[ASP_NAME_MAX];
+    int nlayers;
+    int threads;           /* vertices were planned for this many threads */
+    size_t arena_bytes;
+    size_t io_bytes;
+    size_t scratch_bytes;  /* per thread: largest op scratch */
+    int uses_gemm;
+    aspen_plan_stats stats;
+};
+
+/* Compiler passes (src/compiler/<pass>.c). */
+aspen_status asp_pass_verify(const aspen_graph *g);
+aspen_status asp_pass_memplan(aspen_program *p, int no_reuse);
+
+#define ASP_ALIGN 64
+static inline size_t asp_align_up(size_t n) { return (n + ASP_ALIGN - 1) & ~(size_t)(ASP_ALIGN - 1); }
+
+static inline size_t asp_tensor_bytes(const asp_tensor *t)
+{
+    return (size_t)asp_numel(t) * 4; /* f32 and i32 */
+}
+
+#endif

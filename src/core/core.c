@@ -1,0 +1,225 @@
+/*
+ * core.c - errors, checked allocation, random numbers, time, file reading.
+ *
+ * The RNG is xoshiro256** seeded through splitmix64; asp_hash64 is the
+ * splitmix64 finaliser, used for counter-based streams (dropout masks,
+ * per-tensor initialisation) so results never depend on call order or threads.
+ */
+#include "core.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Thread_local char asp_errbuf[1024];
+
+const char *aspen_errmsg(void) { return asp_errbuf; }
+
+const char *aspen_status_name(aspen_status st)
+{
+    static const char *names[] = {"OK",     "EINVAL", "EIO",          "EFORMAT",
+                                  "ESHAPE", "ENOMEM", "EUNSUPPORTED", "ENUMERIC"};
+    if ((unsigned)st < ASP_ARRAY_LEN(names)) return names[st];
+    return "E?";
+}
+
+aspen_status asp_err(aspen_status st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(asp_errbuf, sizeof(asp_errbuf), fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+void asp_assert_fail(const char *file, int line, const char *expr)
+{
+    fprintf(stderr, "aspen: internal error at %s:%d: assertion '%s' failed\n", file, line, expr);
+    abort();
+}
+
+bool asp_mul_ok(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a) return false;
+    *out = a * b;
+    return true;
+}
+
+bool asp_add_ok(size_t a, size_t b, size_t *out)
+{
+    if (b > SIZE_MAX - a) return false;
+    *out = a + b;
+    return true;
+}
+
+void *asp_malloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) asp_err(ASPEN_ENOMEM, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *asp_calloc(size_t n, size_t size)
+{
+    size_t total;
+    if (!asp_mul_ok(n, size, &total)) {
+        asp_err(ASPEN_ENOMEM, "allocation size overflows (%zu x %zu)", n, size);
+        return NULL;
+    }
+    void *p = calloc(total ? total : 1, 1);
+    if (!p) asp_err(ASPEN_ENOMEM, "out of memory allocating %zu bytes", total);
+    return p;
+}
+
+void *asp_realloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q) asp_err(ASPEN_ENOMEM, "out of memory allocating %zu bytes", n);
+    return q;
+}
+
+void *asp_array(size_t n, size_t size)
+{
+    size_t total;
+    if (!asp_mul_ok(n, size, &total)) {
+        asp_err(ASPEN_ENOMEM, "allocation size overflows (%zu x %zu)", n, size);
+        return NULL;
+    }
+    return asp_malloc(total);
+}
+
+void *asp_alloc_aligned(size_t n)
+{
+    size_t rounded;
+    if (!asp_add_ok(n, 63, &rounded)) {
+        asp_err(ASPEN_ENOMEM, "allocation size overflows (%zu bytes)", n);
+        return NULL;
+    }
+    rounded &= ~(size_t)63;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    if (!p) asp_err(ASPEN_ENOMEM, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void asp_free_aligned(void *p) { free(p); }
+
+char *asp_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = asp_malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+uint64_t asp_hash64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+uint64_t asp_hash_str(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return asp_hash64(h);
+}
+
+void asp_rng_seed(asp_rng *r, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++) {
+        seed = asp_hash64(seed);
+        r->s[i] = seed;
+    }
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t asp_rng_next(asp_rng *r)
+{
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+float asp_rng_uniform(asp_rng *r) { return (float)(asp_rng_next(r) >> 40) * (1.0f / 16777216.0f); }
+
+float asp_rng_normal(asp_rng *r)
+{
+    /* Box-Muller in double, one value per call: simple and reproducible. */
+    double u1 = ((double)(asp_rng_next(r) >> 11) + 1.0) * (1.0 / 9007199254740993.0);
+    double u2 = (double)(asp_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+uint64_t asp_rng_below(asp_rng *r, uint64_t n)
+{
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+    uint64_t v;
+    do v = asp_rng_next(r);
+    while (v >= limit);
+    return v % n;
+}
+
+double asp_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int asp_cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}
+
+aspen_status asp_read_file(const char *path, char **data, size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return asp_err(ASPEN_EIO, "%s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = asp_malloc(cap);
+    if (!buf) {
+        fclose(f);
+        return ASPEN_ENOMEM;
+    }
+    for (;;) {
+        if (n + 1 >= cap) {
+            char *nb = asp_realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return ASPEN_ENOMEM;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return asp_err(ASPEN_EIO, "%s: read error", path);
+    }
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return ASPEN_OK;
+}

@@ -1,0 +1,408 @@
+/*
+ * gemm.c - SGEMM driver: ISA dispatch, partition into parts, cache blocking,
+ * packing, the portable micro-kernel, and the reference triple loop.
+ *
+ * Algorithm (Goto / BLIS, written for row-major C whose vectors run along N):
+ *
+ *   for jc in this part's columns, step NC
+ *     for pc in 0..K, step KC                       K blocks, always in order
+ *       pack op(B)[pc:pc+KC, jc:jc+NC]  -> NR-wide panels, (kc, NR) each
+ *       for ic in this part's rows, step MC
+ *         pack op(A)[ic:ic+MC, pc:pc+KC] -> MR-tall panels, (kc, MR) each
+ *         for ir step MR                            A micro-panel (KC x MR): L1
+ *           for jr step NR                          B micro-panels stream: L2
+ *             micro-kernel: C[ir:+MR, jr:+NR] (+)= A panel * B panel
+ *
+ * Packing makes every micro-kernel read contiguous, aligned, zero-padded
+ * panels, so the four transpose combinations and any leading dimensions cost
+ * only a different packing routine (the transposing ones, A (M, K) and B
+ * stored (N, K), use the ISA's in-register 16 x 16 transpose when it has one).
+ * The micro-kernel keeps the tile in registers for the whole K block and
+ * applies alpha/beta (beta only on the first K block; later blocks accumulate
+ * into C with beta = 1) and the epilogue (bias_m, bias_n, ReLU; only on the
+ * last K block) on the way out, so C is touched once per K block and the
+ * epilogue costs no extra pass.
+ *
+ * Blocking per ISA (tile MR x NR; KC, MC, NC). The A micro-panel (KC x MR:
+ * 21 KiB for AVX-512) stays in L1 while the jr loop streams the B panels past
+ * it, and C's tiles are visited along its rows. KC = 384 is large enough that
+ * loading and storing C's tile once per K block costs < 1%; NC = 1024 keeps
+ * a packed B block (1.5 MiB) in L2 + L3 and bounds the scratch to ~2 MiB per
+ * thread; MC only bounds the packed A block (MC x KC, 336 KiB). Measured with
+ * bench/gemm.sh on Zen 4 (1 MiB L2; KC 256/384/512, NC 256..2048, MC
+ * 112..672, both loop orders tried; the differences past these are within
+ * the noise of a shared machine). The portable kernel keeps smaller blocks.
+ *
+ * Partition: a part owns a fixed rectangle of C, the whole of M times a range
+ * of NR-wide column groups or the whole of N times a range of MR-tall row
+ * groups, split as evenly as the groups allow. The larger of M and N is split:
+ * each part re-packs the operand it shares with the other parts, and that
+ * costs 1/(its own extent along the split dimension) of its arithmetic.
+ *
+ * Determinism: every element of C is reduced over K in KC blocks starting at
+ * k = 0, each block summed in k order inside one register lane, and the blocks
+ * folded into C in order with the same instructions whether the tile is an
+ * edge tile or not. Nothing depends on the part, so results are bit-identical
+ * for every nparts (for a given ISA; different ISAs round differently).
+ *
+ * Rejected: a shared packed-B buffer across parts (needs synchronisation
+ * inside a vertex, which the engine does not allow), and splitting K across
+ * parts (changes the reduction order).
+ */
+#include "kernels/gemm.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+
+/* ------------------------------------------------------------ generic kernel */
+
+#define GEN_MR 4
+#define GEN_NR 8
+
+/* Portable micro-kernel: same contract as the ISA ones. Plain C that the
+ * compiler vectorises with the baseline SIMD of the target (SSE2 on x86-64);
+ * no FMA contraction (-std=c11), so results do not depend on the compiler's
+ * mood as long as the flags stay as in the Makefile. */
+static void gemm_ukr_generic(int64_t kc, const float *a /* (kc, GEN_MR) packed */,
+                             const float *b /* (kc, GEN_NR) packed */,
+                             float *c /* (mr, nr), row stride ldc */, int64_t ldc, int mr, int nr,
+                             const asp_gemm_tail *t)
+{
+    float acc[GEN_MR][GEN_NR];
+    memset(acc, 0, sizeof(acc));
+    for (int64_t k = 0; k < kc; k++) {
+        for (int i = 0; i < GEN_MR; i++) {
+            const float ai = a[i];
+            for (int j = 0; j < GEN_NR; j++) acc[i][j] += ai * b[j];
+        }
+        a += GEN_MR;
+        b += GEN_NR;
+    }
+    for (int i = 0; i < mr; i++) {
+        float *ci = c + i * ldc;
+        for (int j = 0; j < nr; j++) {
+            float v = t->alpha * acc[i][j];
+            if (t->beta != 0.0f) v = t->beta * ci[j] + v;
+            if (t->bias_m) v += t->bias_m[i];
+            if (t->bias_n) v += t->bias_n[j];
+            if (t->relu && v < 0.0f) v = 0.0f;
+            ci[j] = v;
+        }
+    }
+}
+
+/* -------------------------------------------------------------- ISA table */
+
+typedef struct {
+    asp_gemm_ukr ukr;
+    asp_gemm_pack_t pack_t; /* or NULL */
+    int mr, nr;
+    int64_t kc, mc, nc; /* mc a multiple of mr, nc a multiple of nr */
+} gemm_cfg;
+
+static const gemm_cfg gemm_cfgs[3] = {
+    [ASP_ISA_GENERIC] = {gemm_ukr_generic, NULL, GEN_MR, GEN_NR, 256, 128, 1024},
+    [ASP_ISA_AVX2] = {asp_gemm_ukr_avx2, NULL, ASP_GEMM_AVX2_MR, ASP_GEMM_AVX2_NR, 384, 288, 1024},
+    [ASP_ISA_AVX512] = {asp_gemm_ukr_avx512, asp_gemm_pack_t_avx512, ASP_GEMM_AVX512_MR,
+                        ASP_GEMM_AVX512_NR, 384, 224, 1024},
+};
+
+static asp_isa isa_current = ASP_ISA_GENERIC;
+static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
+
+int asp_isa_supported(asp_isa isa)
+{
+    switch (isa) {
+    case ASP_ISA_GENERIC: return 1;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    case ASP_ISA_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case ASP_ISA_AVX512:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    default: return 0;
+    }
+}
+
+static asp_isa isa_best(void)
+{
+    if (asp_isa_supported(ASP_ISA_AVX512)) return ASP_ISA_AVX512;
+    if (asp_isa_supported(ASP_ISA_AVX2)) return ASP_ISA_AVX2;
+    return ASP_ISA_GENERIC;
+}
+
+static void isa_init(void)
+{
+    asp_isa isa = isa_best();
+    const char *env = getenv("ASPEN_ISA");
+    if (env) {
+        asp_isa want = isa;
+        if (strcmp(env, "avx512") == 0) want = ASP_ISA_AVX512;
+        else if (strcmp(env, "avx2") == 0) want = ASP_ISA_AVX2;
+        else if (strcmp(env, "generic") == 0) want = ASP_ISA_GENERIC;
+        if (asp_isa_supported(want)) isa = want;
+    }
+    isa_current = isa;
+}
+
+asp_isa asp_isa_active(void)
+{
+    pthread_once(&isa_once, isa_init);
+    return isa_current;
+}
+
+const char *asp_isa_name(asp_isa isa)
+{
+    switch (isa) {
+    case ASP_ISA_GENERIC: return "generic";
+    case ASP_ISA_AVX2: return "avx2";
+    case ASP_ISA_AVX512: return "avx512";
+    default: return "?";
+    }
+}
+
+asp_isa asp_isa_set(asp_isa isa)
+{
+    asp_isa prev = asp_isa_active();
+    isa_current = asp_isa_supported(isa) ? isa : isa_best();
+    return prev;
+}
+
+/* ---------------------------------------------------------------- scratch */
+
+static size_t cfg_floats(const gemm_cfg *g)
+{
+    /* packed A block + packed B block, each panel padded to whole tiles */
+    return (size_t)(g->mc * g->kc) + (size_t)(g->kc * g->nc);
+}
+
+size_t asp_gemm_scratch_bytes(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ASP_ARRAY_LEN(gemm_cfgs); i++)
+        n = ASP_MAX(n, cfg_floats(&gemm_cfgs[i]));
+    return n * sizeof(float) + 64; /* + room to align the start to 64 bytes */
+}
+
+/* ---------------------------------------------------------------- packing */
+
+/* Pack op(A)[i0:i0+mb, k0:k0+kb] into MR-tall panels: panel p holds rows
+ * p*MR..p*MR+MR-1 as (kb, MR), element (i, k) at [k*MR + i]; missing rows 0.
+ * Inlined per tile height so the inner loops have constant trip counts. */
+static inline __attribute__((always_inline)) void
+pack_a_impl(int trans, const float *restrict A, int64_t lda, int64_t i0, int64_t k0, int64_t mb,
+            int64_t kb, const int mr, float *restrict ap /* (ceil(mb/mr), kb, mr) */)
+{
+    for (int64_t ip = 0; ip < mb; ip += mr, ap += kb * mr) {
+        const int64_t rows = ASP_MIN((int64_t)mr, mb - ip);
+        if (trans) {
+            /* A stored (K, M): column k of op(A) is a contiguous run */
+            const float *src = A + k0 * lda + i0 + ip;
+            for (int64_t k = 0; k < kb; k++, src += lda) {
+                float *dst = ap + k * mr;
+                if (rows == mr) {
+                    for (int i = 0; i < mr; i++) dst[i] = src[i];
+                } else {
+                    for (int i = 0; i < mr; i++) dst[i] = i < rows ? src[i] : 0.0f;
+                }
+            }
+        } else if (rows == mr) {
+            /* A (M, K) row-major: mr row streams, one element each per k */
+            const float *src = A + (i0 + ip) * lda + k0;
+            for (int64_t k = 0; k < kb; k++)
+                for (int i = 0; i < mr; i++) ap[k * mr + i] = src[i * lda + k];
+        } else {
+            const float *src = A + (i0 + ip) * lda + k0;
+            for (int64_t k = 0; k < kb; k++)
+                for (int i = 0; i < mr; i++) ap[k * mr + i] = i < rows ? src[i * lda + k] : 0.0f;
+        }
+    }
+}
+
+static void pack_a(int trans, const float *A, int64_t lda, int64_t i0, int64_t k0, int64_t mb,
+                   int64_t kb, int mr, asp_gemm_pack_t pack_t, float *ap)
+{
+    if (!trans && pack_t) {
+        for (int64_t ip = 0; ip < mb; ip += mr, ap += kb * mr)
+            pack_t(A + (i0 + ip) * lda + k0, lda, kb, (int)ASP_MIN((int64_t)mr, mb - ip), mr, ap);
+        return;
+    }
+    switch (mr) {
+    case ASP_GEMM_AVX512_MR:
+        pack_a_impl(trans, A, lda, i0, k0, mb, kb, ASP_GEMM_AVX512_MR, ap);
+        break;
+    case ASP_GEMM_AVX2_MR: pack_a_impl(trans, A, lda, i0, k0, mb, kb, ASP_GEMM_AVX2_MR, ap); break;
+    case GEN_MR: pack_a_impl(trans, A, lda, i0, k0, mb, kb, GEN_MR, ap); break;
+    default: pack_a_impl(trans, A, lda, i0, k0, mb, kb, mr, ap); break;
+    }
+}
+
+/* Pack op(B)[k0:k0+kb, j0:j0+nb] into NR-wide panels: panel p holds columns
+ * p*NR..p*NR+NR-1 as (kb, NR), element (k, j) at [k*NR + j]; missing cols 0. */
+static inline __attribute__((always_inline)) void
+pack_b_impl(int trans, const float *restrict B, int64_t ldb, int64_t k0, int64_t j0, int64_t kb,
+            int64_t nb, const int nr, float *restrict bp /* (ceil(nb/nr), kb, nr) */)
+{
+    if (!trans) {
+        /* B (K, N) row-major: walk B row by row, dealing each row's runs out to
+         * the panels, so B is read sequentially */
+        const float *src = B + k0 * ldb + j0;
+        for (int64_t k = 0; k < kb; k++, src += ldb) {
+            float *dst = bp + k * nr;
+            int64_t jp = 0;
+            for (; jp + nr <= nb; jp += nr, dst += kb * nr)
+                for (int j = 0; j < nr; j++) dst[j] = src[jp + j];
+            if (jp < nb) {
+                const int64_t cols = nb - jp;
+                for (int j = 0; j < nr; j++) dst[j] = j < cols ? src[jp + j] : 0.0f;
+            }
+        }
+        return;
+    }
+    /* B stored (N, K): nr column streams, one element each per k */
+    for (int64_t jp = 0; jp < nb; jp += nr, bp += kb * nr) {
+        const int64_t cols = ASP_MIN((int64_t)nr, nb - jp);
+        const float *src = B + (j0 + jp) * ldb + k0;
+        if (cols == nr) {
+            for (int64_t k = 0; k < kb; k++)
+                for (int j = 0; j < nr; j++) bp[k * nr + j] = src[j * ldb + k];
+        } else {
+            for (int64_t k = 0; k < kb; k++)
+                for (int j = 0; j < nr; j++) bp[k * nr + j] = j < cols ? src[j * ldb + k] : 0.0f;
+        }
+    }
+}
+
+static void pack_b(int trans, const float *B, int64_t ldb, int64_t k0, int64_t j0, int64_t kb,
+                   int64_t nb, int nr, asp_gemm_pack_t pack_t, float *bp)
+{
+    if (trans && pack_t) {
+        for (int64_t jp = 0; jp < nb; jp += nr, bp += kb * nr)
+            pack_t(B + (j0 + jp) * ldb + k0, ldb, kb, (int)ASP_MIN((int64_t)nr, nb - jp), nr, bp);
+        return;
+    }
+    switch (nr) {
+    case ASP_GEMM_AVX512_NR:
+        pack_b_impl(trans, B, ldb, k0, j0, kb, nb, ASP_GEMM_AVX512_NR, bp);
+        break;
+    case ASP_GEMM_AVX2_NR: pack_b_impl(trans, B, ldb, k0, j0, kb, nb, ASP_GEMM_AVX2_NR, bp); break;
+    case GEN_NR: pack_b_impl(trans, B, ldb, k0, j0, kb, nb, GEN_NR, bp); break;
+    default: pack_b_impl(trans, B, ldb, k0, j0, kb, nb, nr, bp); break;
+    }
+}
+
+/* ------------------------------------------------------------------ driver */
+
+/* C[i0:i1, j0:j1] = beta * C (+ epilogue): the K == 0 / alpha == 0 case. */
+static void scale_block(int64_t i0, int64_t i1, int64_t j0, int64_t j1, float beta, float *C,
+                        int64_t ldc, const asp_epilogue *ep)
+{
+    for (int64_t i = i0; i < i1; i++) {
+        float *ci = C + i * ldc;
+        for (int64_t j = j0; j < j1; j++) {
+            float v = beta != 0.0f ? beta * ci[j] : 0.0f;
+            if (ep && ep->bias_m) v += ep->bias_m[i];
+            if (ep && ep->bias_n) v += ep->bias_n[j];
+            if (ep && ep->act == ASP_ACT_RELU && v < 0.0f) v = 0.0f;
+            ci[j] = v;
+        }
+    }
+}
+
+/* The rectangle [*i0, *i1) x [*j0, *j1) of C that `part` of `nparts` owns;
+ * empty when there are more parts than row/column groups. */
+static void part_range(int64_t M, int64_t N, int mr, int nr, int part, int nparts, int64_t *i0,
+                       int64_t *i1, int64_t *j0, int64_t *j1)
+{
+    *i0 = 0, *i1 = M, *j0 = 0, *j1 = N;
+    if (nparts <= 1) return;
+    const int split_n = N >= M;
+    const int64_t unit = split_n ? nr : mr, extent = split_n ? N : M;
+    const int64_t groups = (extent + unit - 1) / unit;
+    const int64_t g0 = groups * part / nparts, g1 = groups * (part + 1) / nparts;
+    const int64_t lo = ASP_MIN(g0 * unit, extent), hi = ASP_MIN(g1 * unit, extent);
+    if (split_n) *j0 = lo, *j1 = hi;
+    else *i0 = lo, *i1 = hi;
+}
+
+void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+               int64_t ldc, const asp_epilogue *ep, int part, int nparts, void *scratch)
+{
+    if (nparts < 1) nparts = 1;
+    ASPEN_ASSERT(part >= 0 && part < nparts);
+    if (M <= 0 || N <= 0) return;
+    const gemm_cfg *g = &gemm_cfgs[asp_isa_active()];
+    const int mr = g->mr, nr = g->nr;
+
+    int64_t i0, i1, j0, j1;
+    part_range(M, N, mr, nr, part, nparts, &i0, &i1, &j0, &j1);
+    if (i0 >= i1 || j0 >= j1) return;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_block(i0, i1, j0, j1, beta, C, ldc, ep);
+        return;
+    }
+    ASPEN_ASSERT(scratch != NULL);
+
+    float *ap = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    float *bp = ap + g->mc * g->kc; /* mc*kc is a multiple of 16: stays aligned */
+    const float *bias_m = ep ? ep->bias_m : NULL, *bias_n = ep ? ep->bias_n : NULL;
+    const int relu = ep && ep->act == ASP_ACT_RELU;
+
+    for (int64_t jc = j0; jc < j1; jc += g->nc) {
+        const int64_t nb = ASP_MIN(g->nc, j1 - jc);
+        for (int64_t pc = 0; pc < K; pc += g->kc) {
+            const int64_t kb = ASP_MIN(g->kc, K - pc);
+            const int last = pc + kb == K;
+            pack_b(trans_b, B, ldb, pc, jc, kb, nb, nr, g->pack_t, bp);
+            for (int64_t ic = i0; ic < i1; ic += g->mc) {
+                const int64_t mb = ASP_MIN(g->mc, i1 - ic);
+                pack_a(trans_a, A, lda, ic, pc, mb, kb, mr, g->pack_t, ap);
+                for (int64_t ir = 0; ir < mb; ir += mr) {
+                    const int nrows = (int)ASP_MIN((int64_t)mr, mb - ir);
+                    for (int64_t jr = 0; jr < nb; jr += nr) {
+                        const int ncols = (int)ASP_MIN((int64_t)nr, nb - jr);
+                        const asp_gemm_tail t = {
+                            .alpha = alpha,
+                            .beta = pc == 0 ? beta : 1.0f,
+                            .bias_m = last && bias_m ? bias_m + ic + ir : NULL,
+                            .bias_n = last && bias_n ? bias_n + jc + jr : NULL,
+                            .relu = last && relu,
+                        };
+                        g->ukr(kb, ap + ir * kb, bp + jr * kb, C + (ic + ir) * ldc + jc + jr, ldc,
+                               nrows, ncols, &t);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* --------------------------------------------------------------- reference */
+
+void asp_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                   int64_t ldc, const asp_epilogue *ep)
+{
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < N; j++) {
+            double acc = 0.0;
+            for (int64_t k = 0; k < K; k++) {
+                const double a = trans_a ? A[k * lda + i] : A[i * lda + k];
+                const double b = trans_b ? B[j * ldb + k] : B[k * ldb + j];
+                acc += a * b;
+            }
+            double v = (double)alpha * acc;
+            if (beta != 0.0f) v += (double)beta * C[i * ldc + j];
+            if (ep && ep->bias_m) v += ep->bias_m[i];
+            if (ep && ep->bias_n) v += ep->bias_n[j];
+            if (ep && ep->act == ASP_ACT_RELU && v < 0.0) v = 0.0;
+            C[i * ldc + j] = (float)v;
+        }
+    }
+}

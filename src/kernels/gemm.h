@@ -1,0 +1,97 @@
+/*
+ * gemm.h - single-precision matrix multiply, the kernel everything heavy
+ * lowers to (dense layers, convolutions via im2col, their gradients).
+ *
+ * Row-major: element (i, j) of an R x C matrix X with leading dimension ldx is
+ * X[i * ldx + j]. op(A) is A or A^T, op(B) is B or B^T:
+ *
+ *     C (M x N) = alpha * op(A) (M x K) * op(B) (K x N) + beta * C, then epilogue
+ *
+ * Work is split into `nparts` parts (the engine's vertices); part `part`
+ * computes a fixed block of C. Every element's reduction over K runs in the same
+ * order whatever nparts is, so results are bit-identical for any thread count.
+ * `scratch` is a per-thread packing buffer of at least asp_gemm_scratch_bytes().
+ * beta == 0 means C is not read (may hold NaN).
+ *
+ * The micro-kernel is chosen once at run time from the CPU's features
+ * (AVX-512, AVX2+FMA, portable C); ASPEN_ISA=avx512|avx2|generic forces one.
+ */
+#ifndef ASPEN_GEMM_H
+#define ASPEN_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { ASP_ISA_GENERIC = 0, ASP_ISA_AVX2 = 1, ASP_ISA_AVX512 = 2 } asp_isa;
+
+typedef enum { ASP_ACT_NONE = 0, ASP_ACT_RELU = 1 } asp_act;
+
+typedef struct {
+    const float *bias_m; /* (M): added to every element of row i, or NULL */
+    const float *bias_n; /* (N): added to every element of column j, or NULL */
+    asp_act act;         /* applied after the bias */
+} asp_epilogue;
+
+/* The ISA in use (after ASPEN_ISA and CPU detection), and its name. */
+asp_isa asp_isa_active(void);
+const char *asp_isa_name(asp_isa isa);
+/* Force an ISA (tests); returns the previous one. Falls back to the best the
+ * CPU supports if `isa` is not supported. Not thread-safe. */
+asp_isa asp_isa_set(asp_isa isa);
+/* Whether this CPU can run `isa`. */
+int asp_isa_supported(asp_isa isa);
+
+size_t asp_gemm_scratch_bytes(void);
+
+void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+               int64_t ldc, const asp_epilogue *ep, int part, int nparts, void *scratch);
+
+/* Reference triple loop (tests): same contract, single part, no scratch. */
+void asp_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                   int64_t ldc, const asp_epilogue *ep);
+
+/* ------------------------------------------------------------------------
+ * Internal: the micro-kernel contract shared by gemm.c and the per-ISA files
+ * (gemm_avx2.c, gemm_avx512.c). Not for callers outside src/kernels.
+ *
+ * A micro-kernel computes one mr x nr tile of C (mr <= MR, nr <= NR of its
+ * ISA) from packed panels over one K block of length kc >= 1:
+ *     acc = sum_k a[k*MR + i] * b[k*NR + j]            (k = 0..kc-1, in order)
+ *     v   = alpha * acc;  if (beta != 0) v = beta * C + v   (beta == 0: C not read)
+ *     if bias_m: v += bias_m[i];  if bias_n: v += bias_n[j];  if relu: v = max(v, 0)
+ * Rows i >= mr and columns j >= nr are neither read nor written. Padding rows
+ * and columns of the panels hold zeros.
+ */
+typedef struct {
+    float alpha, beta;
+    const float *bias_m; /* (mr): this tile's rows, or NULL */
+    const float *bias_n; /* (nr): this tile's columns, or NULL */
+    int relu;
+} asp_gemm_tail;
+
+typedef void (*asp_gemm_ukr)(int64_t kc, const float *a /* (kc, MR) packed */,
+                             const float *b /* (kc, NR) packed */,
+                             float *c /* (mr, nr), row stride ldc */, int64_t ldc, int mr, int nr,
+                             const asp_gemm_tail *t);
+
+#define ASP_GEMM_AVX2_MR 6
+#define ASP_GEMM_AVX2_NR 16
+#define ASP_GEMM_AVX512_MR 14
+#define ASP_GEMM_AVX512_NR 32
+
+/* Transposing pack: dst[k*p + r] = src[r*ld + k] for r < rows, 0 for
+ * rows <= r < p (rows <= p <= 32), k < kb. Packs A (M, K) into MR-tall panels
+ * and B stored (N, K) into NR-wide ones; NULL in an ISA's table: plain C. */
+typedef void (*asp_gemm_pack_t)(const float *src, int64_t ld, int64_t kb, int rows, int p,
+                                float *dst);
+
+void asp_gemm_ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr,
+                       int nr, const asp_gemm_tail *t);
+void asp_gemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                         int mr, int nr, const asp_gemm_tail *t);
+void asp_gemm_pack_t_avx512(const float *src, int64_t ld, int64_t kb, int rows, int p,
+                            float *dst);
+
+#endif

@@ -1,0 +1,111 @@
+/*
+ * gemm_avx2.c - the AVX2+FMA SGEMM micro-kernel (compiled with -mavx2 -mfma;
+ * only called when the CPU has both).
+ *
+ * Tile: MR x NR = 6 x 16, the classic shape for 16 ymm registers: 12
+ * accumulators (6 rows x two 8-float vectors), 2 for the row of the packed B
+ * panel and 1 for the broadcast A value. Each step k does 12 FMAs for 2 loads
+ * and 6 broadcasts, enough to keep both FMA ports busy (12 independent chains
+ * cover 2 ports x 4-5 cycles of FMA latency). Taller or wider tiles (8 x 16,
+ * 4 x 24) need more registers than AVX2 has.
+ *
+ * Edge tiles: the body is one inline template instantiated for every row
+ * count 1..6 and for one or two vectors of columns, so edge tiles only do the
+ * FMAs they need; columns inside the last vector go through vmaskmov loads
+ * and stores of C. Every instance does the same arithmetic per element, so
+ * results do not depend on where tile or partition boundaries fall.
+ */
+#include <immintrin.h>
+
+#include "kernels/gemm.h"
+
+#define MR ASP_GEMM_AVX2_MR
+#define NR ASP_GEMM_AVX2_NR
+
+static inline __attribute__((always_inline)) void
+ukr_body(int64_t kc, const float *a /* (kc, MR) packed */, const float *b /* (kc, NR) packed */,
+         float *c /* (mr, nr), row stride ldc */, int64_t ldc, const int mr /* rows computed */,
+         const int nv /* 8-float vectors of columns computed: 1 or 2 */, int nr,
+         const asp_gemm_tail *t)
+{
+    __m256 acc[MR][2];
+    _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++)
+    {
+        acc[i][0] = _mm256_setzero_ps();
+        acc[i][1] = _mm256_setzero_ps();
+    }
+    /* C's tile is needed only after the K loop: start fetching it now */
+    _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++)
+    {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        if (nv == 2) _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+    }
+    for (int64_t k = 0; k < kc; k++) {
+        const __m256 b0 = _mm256_load_ps(b);
+        const __m256 b1 = nv == 2 ? _mm256_load_ps(b + 8) : b0;
+        _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++)
+        {
+            const __m256 ai = _mm256_broadcast_ss(a + i);
+            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+            if (nv == 2) acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+        }
+        a += MR;
+        b += NR;
+    }
+
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), iota);
+    const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - 8), iota);
+    const __m256 alpha = _mm256_set1_ps(t->alpha);
+    const __m256 beta = _mm256_set1_ps(t->beta);
+    const __m256 zero = _mm256_setzero_ps();
+    const int read_c = t->beta != 0.0f;
+    __m256 bn0 = zero, bn1 = zero;
+    if (t->bias_n) {
+        bn0 = _mm256_maskload_ps(t->bias_n, m0);
+        if (nv == 2) bn1 = _mm256_maskload_ps(t->bias_n + 8, m1);
+    }
+    _Pragma("GCC unroll 8") for (int i = 0; i < mr; i++)
+    {
+        float *ci = c + i * ldc;
+        __m256 v0 = _mm256_mul_ps(alpha, acc[i][0]);
+        __m256 v1 = _mm256_mul_ps(alpha, acc[i][1]);
+        if (read_c) {
+            v0 = _mm256_fmadd_ps(beta, _mm256_maskload_ps(ci, m0), v0);
+            if (nv == 2) v1 = _mm256_fmadd_ps(beta, _mm256_maskload_ps(ci + 8, m1), v1);
+        }
+        if (t->bias_m) {
+            const __m256 bm = _mm256_set1_ps(t->bias_m[i]);
+            v0 = _mm256_add_ps(v0, bm);
+            v1 = _mm256_add_ps(v1, bm);
+        }
+        if (t->bias_n) {
+            v0 = _mm256_add_ps(v0, bn0);
+            v1 = _mm256_add_ps(v1, bn1);
+        }
+        if (t->relu) {
+            /* max(0, v) returns its second operand for NaN: NaN propagates. */
+            v0 = _mm256_max_ps(zero, v0);
+            v1 = _mm256_max_ps(zero, v1);
+        }
+        _mm256_maskstore_ps(ci, m0, v0);
+        if (nv == 2) _mm256_maskstore_ps(ci + 8, m1, v1);
+    }
+}
+
+#define CASE(m)                                                                    \
+    case m:                                                                        \
+        if (nr > 8) ukr_body(kc, a, b, c, ldc, m, 2, nr, t);                       \
+        else ukr_body(kc, a, b, c, ldc, m, 1, nr, t);                              \
+        break;
+
+void asp_gemm_ukr_avx2(int64_t kc, const float *a /* (kc, MR) packed */,
+                       const float *b /* (kc, NR) packed, 32-byte aligned */,
+                       float *c /* (mr, nr), row stride ldc */, int64_t ldc, int mr, int nr,
+                       const asp_gemm_tail *t)
+{
+    switch (mr) {
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6)
+    default: break;
+    }
+}

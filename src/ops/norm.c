@@ -1,0 +1,187 @@
+/*
+ * norm.c - batch normalisation and dropout.
+ *
+ * Batch norm over x (N, C, ...) per channel. Training: batch mean and biased
+ * variance normalise; the running statistics move by `momentum` using the
+ * unbiased variance (PyTorch's convention) - the op writes them in place
+ * (ASP_OPF_MUTATES). Inference: the running statistics normalise. Either way
+ * the op also outputs the mean and 1/sqrt(var + eps) it used, which is all the
+ * backward op needs besides x, gamma and dy. Sums run in double, per channel,
+ * in a fixed order; vertices split the channels.
+ *
+ * Dropout keeps an element when a counter-based hash of (seed, step, node,
+ * element) clears p, and scales kept ones by 1/(1-p); the mask is an output
+ * so the backward op is a product.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "ops/ops.h"
+
+aspen_status asp_bn_infer(const aspen_graph *g, const asp_node *n, asp_tensor **out)
+{
+    const asp_tensor *x = &g->t[n->in[0]];
+    char sx[96], sp[96];
+    if (x->ndim < 2) return asp_err(ASPEN_ESHAPE, "input %s must be (N, C, ...)", asp_shape_str(x, sx, sizeof(sx)));
+    for (int i = 1; i < 5; i++) {
+        const asp_tensor *p = &g->t[n->in[i]];
+        if (p->ndim != 1 || p->shape[0] != x->shape[1])
+            return asp_err(ASPEN_ESHAPE, "parameter %s does not fit input %s",
+                           asp_shape_str(p, sp, sizeof(sp)), asp_shape_str(x, sx, sizeof(sx)));
+    }
+    if (!(n->a.bn.eps > 0.0f)) return asp_err(ASPEN_EINVAL, "eps must be positive");
+    asp_copy_shape(out[0], x);
+    int64_t c[1] = {x->shape[1]};
+    asp_set_shape(out[1], ASPEN_F32, 1, c);
+    asp_set_shape(out[2], ASPEN_F32, 1, c);
+    return ASPEN_OK;
+}
+
+int asp_bn_vertices(const asp_tensor *t, const asp_node *n, int threads)
+{
+    int64_t c = t[n->in[0]].shape[1];
+    int64_t v = asp_numel(&t[n->in[0]]) / 8192 + 1;
+    if (v > c) v = c;
+    return v < threads ? (int)v : threads;
+}
+
+void asp_bn_forward(const asp_kctx *k)
+{
+    const asp_tensor *xt = ASP_TIN(k, 0);
+    int64_t N = xt->shape[0], C = xt->shape[1], S = asp_numel(xt) / (N * C);
+    const float *x = ASP_IN(k, 0), *gamma = ASP_IN(k, 1), *beta = ASP_IN(k, 2);
+    float *rmean = ASP_IN(k, 3), *rvar = ASP_IN(k, 4);
+    float *y = ASP_OUT(k, 0), *mean = ASP_OUT(k, 1), *invstd = ASP_OUT(k, 2);
+    const aspen_bn_attrs *a = &k->node->a.bn;
+    int64_t lo, hi;
+    asp_split(C, k->nvertex, k->vertex, 1, &lo, &hi);
+    double cnt = (double)(N * S);
+    for (int64_t c = lo; c < hi; c++) {
+        double m, var;
+        if (a->training) {
+            double s = 0.0, ss = 0.0;
+            for (int64_t i = 0; i < N; i++) {
+                const float *p = x + (i * C + c) * S;
+                for (int64_t j = 0; j < S; j++) s += p[j];
+            }
+            m = s / cnt;
+            for (int64_t i = 0; i < N; i++) {
+                const float *p = x + (i * C + c) * S;
+                for (int64_t j = 0; j < S; j++) ss += (p[j] - m) * (p[j] - m);
+            }
+            var = ss / cnt;
+            double unbiased = cnt > 1 ? ss / (cnt - 1) : var;
+            rmean[c] = (float)((1.0 - a->momentum) * rmean[c] + a->momentum * m);
+            rvar[c] = (float)((1.0 - a->momentum) * rvar[c] + a->momentum * unbiased);
+        } else {
+            m = rmean[c];
+            var = rvar[c];
+        }
+        float mf = (float)m, is = (float)(1.0 / sqrt(var + a->eps));
+        mean[c] = mf;
+        invstd[c] = is;
+        float scale = gamma[c] * is, shift = beta[c] - mf * scale;
+        for (int64_t i = 0; i < N; i++) {
+            const float *p = x + (i * C + c) * S;
+            float *q = y + (i * C + c) * S;
+            for (int64_t j = 0; j < S; j++) q[j] = p[j] * scale + shift;
+        }
+    }
+}
+
+aspen_status asp_bn_backward(aspen_graph *g, const asp_node *n, const aspen_tensor *dout,
+                             aspen_tensor *din)
+{
+    for (int i = 0; i < 5; i++) din[i] = ASPEN_NONE;
+    aspen_tensor in[5] = {dout[0], n->in[0], n->in[1], n->out[1], n->out[2]};
+    aspen_tensor outs[3];
+    if (asp_graph_node(g, ASP_OP_BATCHNORM_BWD, 5, in, &n->a, outs) == ASPEN_NONE) return g->err;
+    din[0] = outs[0];
+    din[1] = outs[1];
+    din[2] = outs[2];
+    return ASPEN_OK;
+}
+
+aspen_status asp_bn_bwd_infer(const aspen_graph *g, const asp_node *n, asp_tensor **out)
+{
+    const asp_tensor *x = &g->t[n->in[1]];
+    asp_copy_shape(out[0], x);
+    int64_t c[1] = {x->shape[1]};
+    asp_set_shape(out[1], ASPEN_F32, 1, c);
+    asp_set_shape(out[2], ASPEN_F32, 1, c);
+    return ASPEN_OK;
+}
+
+int asp_bn_bwd_vertices(const asp_tensor *t, const asp_node *n, int threads)
+{
+    int64_t c = t[n->in[1]].shape[1];
+    int64_t v = asp_numel(&t[n->in[1]]) / 8192 + 1;
+    if (v > c) v = c;
+    return v < threads ? (int)v : threads;
+}
+
+void asp_bn_bwd_forward(const asp_kctx *k)
+{
+    const asp_tensor *xt = ASP_TIN(k, 1);
+    int64_t N = xt->shape[0], C = xt->shape[1], S = asp_numel(xt) / (N * C);
+    const float *dy = ASP_IN(k, 0), *x = ASP_IN(k, 1), *gamma = ASP_IN(k, 2);
+    const float *mean = ASP_IN(k, 3), *invstd = ASP_IN(k, 4);
+    float *dx = ASP_OUT(k, 0), *dgamma = ASP_OUT(k, 1), *dbeta = ASP_OUT(k, 2);
+    int training = k->node->a.bn.training;
+    int64_t lo, hi;
+    asp_split(C, k->nvertex, k->vertex, 1, &lo, &hi);
+    double cnt = (double)(N * S);
+    for (int64_t c = lo; c < hi; c++) {
+        double sdy = 0.0, sdyx = 0.0;
+        float m = mean[c], is = invstd[c];
+        for (int64_t i = 0; i < N; i++) {
+            const float *p = x + (i * C + c) * S, *d = dy + (i * C + c) * S;
+            for (int64_t j = 0; j < S; j++) {
+                sdy += d[j];
+                sdyx += (double)d[j] * (double)((p[j] - m) * is);
+            }
+        }
+        dbeta[c] = (float)sdy;
+        dgamma[c] = (float)sdyx;
+        float gi = gamma[c] * is;
+        float a1 = training ? (float)(sdy / cnt) : 0.0f;
+        float a2 = training ? (float)(sdyx / cnt) : 0.0f;
+        for (int64_t i = 0; i < N; i++) {
+            const float *p = x + (i * C + c) * S, *d = dy + (i * C + c) * S;
+            float *q = dx + (i * C + c) * S;
+            for (int64_t j = 0; j < S; j++) q[j] = gi * (d[j] - a1 - (p[j] - m) * is * a2);
+        }
+    }
+}
+
+aspen_status asp_dropout_infer(const aspen_graph *g, const asp_node *n, asp_tensor **out)
+{
+    asp_copy_shape(out[0], &g->t[n->in[0]]);
+    asp_copy_shape(out[1], &g->t[n->in[0]]);
+    return ASPEN_OK;
+}
+
+void asp_dropout_forward(const asp_kctx *k)
+{
+    int64_t lo, hi;
+    asp_split(asp_numel(ASP_TOUT(k, 0)), k->nvertex, k->vertex, 16, &lo, &hi);
+    const float *x = ASP_IN(k, 0);
+    float *y = ASP_OUT(k, 0), *mask = ASP_OUT(k, 1);
+    float p = k->node->a.dropout.p, scale = 1.0f / (1.0f - p);
+    uint64_t base = asp_hash64(k->seed ^ asp_hash64((uint64_t)k->step->step) ^
+                               asp_hash64((uint64_t)k->node->out[0] << 32));
+    uint32_t thresh = (uint32_t)((double)p * 4294967296.0);
+    for (int64_t i = lo; i < hi; i++) {
+        uint32_t r = (uint32_t)(asp_hash64(base + (uint64_t)i) >> 32);
+        mask[i] = r >= thresh ? scale : 0.0f;
+        y[i] = x[i] * mask[i];
+    }
+}
+
+aspen_status asp_dropout_backward(aspen_graph *g, const asp_node *n, const aspen_tensor *dout,
+                                  aspen_tensor *din)
+{
+    aspen_tensor in[2] = {dout[0], n->out[1]};
+    din[0] = asp_graph_node(g, ASP_OP_MUL, 2, in, NULL, NULL);
+    return g->err;
+}

@@ -1,0 +1,68 @@
+/*
+ * optim.c - optimizer updates as graph ops, one node per parameter, run right
+ * after the parameter's gradient is complete so the planner can free the
+ * gradient at once. They write the parameter and its state in place and have
+ * no outputs. The learning rate and step number come from the run (aspen_step).
+ *
+ *   SGD (PyTorch semantics): g = grad + wd * p; buf = momentum * buf + g;
+ *        g = nesterov ? g + momentum * buf : buf; p -= lr * g
+ *   AdamW: p *= 1 - lr * wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ *        p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+ */
+#include <math.h>
+
+#include "ops/ops.h"
+
+aspen_status asp_update_infer(const aspen_graph *g, const asp_node *n, asp_tensor **out)
+{
+    for (int i = 1; i < n->n_in; i++) {
+        aspen_status st = asp_same_shape(&g->t[n->in[0]], &g->t[n->in[i]], "parameter and state");
+        if (st != ASPEN_OK) return st;
+    }
+    return ASPEN_OK;
+}
+
+int asp_update_vertices(const asp_tensor *t, const asp_node *n, int threads)
+{
+    int64_t v = asp_numel(&t[n->in[0]]) / 16384 + 1;
+    return v < threads ? (int)v : threads;
+}
+
+void asp_sgd_forward(const asp_kctx *k)
+{
+    const aspen_optimizer *o = &k->node->a.opt;
+    float *p = ASP_IN(k, 0);
+    const float *gr = ASP_IN(k, 1);
+    float *buf = k->node->n_in == 3 ? ASP_IN(k, 2) : NULL;
+    float lr = k->step->lr, wd = o->weight_decay, mom = o->momentum;
+    int64_t lo, hi;
+    asp_split(asp_numel(ASP_TIN(k, 0)), k->nvertex, k->vertex, 16, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) {
+        float g = gr[i] + wd * p[i];
+        if (buf) {
+            buf[i] = mom * buf[i] + g;
+            g = o->nesterov ? g + mom * buf[i] : buf[i];
+        }
+        p[i] -= lr * g;
+    }
+}
+
+void asp_adam_forward(const asp_kctx *k)
+{
+    const aspen_optimizer *o = &k->node->a.opt;
+    float *p = ASP_IN(k, 0), *m = ASP_IN(k, 2), *v = ASP_IN(k, 3);
+    const float *gr = ASP_IN(k, 1);
+    float lr = k->step->lr;
+    double t = (double)(k->step->step > 0 ? k->step->step : 1);
+    float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
+    float decay = 1.0f - lr * o->weight_decay;
+    int64_t lo, hi;
+    asp_split(asp_numel(ASP_TIN(k, 0)), k->nvertex, k->vertex, 16, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) {
+        float g = gr[i];
+        m[i] = o->beta1 * m[i] + (1.0f - o->beta1) * g;
+        v[i] = o->beta2 * v[i] + (1.0f - o->beta2) * g * g;
+        float mh = m[i] / bc1, vh = v[i] / bc2;
+        p[i] = p[i] * decay - lr * mh / (sqrtf(vh) + o->eps);
+    }
+}

@@ -1,0 +1,226 @@
+/*
+ * engine.c - runs a compiled program on a pool of threads.
+ *
+ * Bulk-synchronous, like the compute sets of the articles' engine: every
+ * thread walks the whole schedule; at each node, thread t runs vertices
+ * t, t+T, t+2T, ... then all threads meet at a barrier before the next node.
+ * Waking the pool costs one condition-variable broadcast per run; the barriers
+ * between nodes spin briefly, then yield (2-core machines may be shared).
+ *
+ * Everything is allocated in aspen_engine_new: the arena, the I/O buffer, the
+ * per-thread scratch and GEMM packing buffers. aspen_engine_run allocates
+ * nothing. The program must outlive the engine; the store too.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "compiler/program.h"
+#include "kernels/gemm.h"
+#include "ops/ops.h"
+
+typedef struct {
+    aspen_engine *e;
+    int tid;
+    int sense;
+} worker;
+
+struct aspen_engine {
+    const aspen_program *p;
+    aspen_store *store;
+    void **data;
+    char *arena, *io, *scratch, *gemm;
+    size_t gemm_bytes;
+    int threads;
+    worker *w;
+    pthread_t *tids;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t generation;
+    int quit;
+    atomic_int bar_count;
+    atomic_int bar_sense;
+    const aspen_step *step;
+};
+
+static void barrier(aspen_engine *e, worker *w)
+{
+    w->sense = !w->sense;
+    if (atomic_fetch_add(&e->bar_count, 1) == e->threads - 1) {
+        atomic_store(&e->bar_count, 0);
+        atomic_store(&e->bar_sense, w->sense);
+        return;
+    }
+    for (int spins = 0; atomic_load(&e->bar_sense) != w->sense; spins++)
+        if (spins > 4000) sched_yield();
+}
+
+static void run_program(aspen_engine *e, worker *w)
+{
+    const aspen_program *p = e->p;
+    asp_kctx k;
+    k.t = p->t;
+    k.data = e->data;
+    k.scratch = e->scratch + (size_t)w->tid * p->scratch_bytes;
+    k.gemm_scratch = e->gemm + (size_t)w->tid * e->gemm_bytes;
+    k.step = e->step;
+    k.seed = aspen_store_seed(e->store);
+    for (int i = 0; i < p->nn; i++) {
+        const asp_node *n = &p->n[i];
+        void (*fwd)(const asp_kctx *) = asp_ops[n->op].forward;
+        k.node = n;
+        k.nvertex = p->nvertex[i];
+        for (int v = w->tid; v < k.nvertex; v += e->threads) {
+            k.vertex = v;
+            fwd(&k);
+        }
+        if (e->threads > 1) barrier(e, w);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    aspen_engine *e = w->e;
+    uint64_t seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        while (e->generation == seen && !e->quit) pthread_cond_wait(&e->cv, &e->mu);
+        int quit = e->quit;
+        seen = e->generation;
+        pthread_mutex_unlock(&e->mu);
+        if (quit) return NULL;
+        run_program(e, w);
+    }
+}
+
+static void init_tensor(const asp_tensor *t, uint64_t seed, float *d)
+{
+    int64_t n = asp_numel(t);
+    asp_rng r;
+    asp_rng_seed(&r, seed ^ asp_hash_str(t->name));
+    float a = t->init.a;
+    switch (t->init.kind) {
+    case ASPEN_INIT_ZEROS: memset(d, 0, (size_t)n * sizeof(float)); break;
+    case ASPEN_INIT_ONES: for (int64_t i = 0; i < n; i++) d[i] = 1.0f; break;
+    case ASPEN_INIT_CONST: for (int64_t i = 0; i < n; i++) d[i] = a; break;
+    case ASPEN_INIT_UNIFORM:
+        for (int64_t i = 0; i < n; i++) d[i] = (2.0f * asp_rng_uniform(&r) - 1.0f) * a;
+        break;
+    case ASPEN_INIT_NORMAL: for (int64_t i = 0; i < n; i++) d[i] = asp_rng_normal(&r) * a; break;
+    case ASPEN_INIT_KAIMING_UNIFORM: {
+        float b = a > 0 ? 1.0f / sqrtf(a) : 0.0f;
+        for (int64_t i = 0; i < n; i++) d[i] = (2.0f * asp_rng_uniform(&r) - 1.0f) * b;
+        break;
+    }
+    }
+}
+
+aspen_status aspen_engine_new(const aspen_program *p, aspen_store *store, int threads,
+                              aspen_engine **out)
+{
+    *out = NULL;
+    if (!p || !store) return asp_err(ASPEN_EINVAL, "engine: no program or store");
+    aspen_engine *e = asp_calloc(1, sizeof(*e));
+    if (!e) return ASPEN_ENOMEM;
+    e->p = p;
+    e->store = store;
+    e->threads = threads > 0 ? threads : asp_cpu_count();
+    e->gemm_bytes = p->uses_gemm ? asp_align_up(asp_gemm_scratch_bytes()) : 0;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    aspen_status st = ASPEN_ENOMEM;
+    size_t scratch_total, gemm_total;
+    if (!asp_mul_ok(p->scratch_bytes, (size_t)e->threads, &scratch_total) ||
+        !asp_mul_ok(e->gemm_bytes, (size_t)e->threads, &gemm_total)) {
+        st = asp_err(ASPEN_ENOMEM, "engine: scratch size overflows");
+        goto fail;
+    }
+    e->data = asp_calloc((size_t)p->nt, sizeof(*e->data));
+    e->arena = asp_alloc_aligned(p->arena_bytes);
+    e->io = asp_alloc_aligned(p->io_bytes);
+    e->scratch = asp_alloc_aligned(scratch_total);
+    e->gemm = asp_alloc_aligned(gemm_total);
+    e->w = asp_calloc((size_t)e->threads, sizeof(*e->w));
+    e->tids = asp_calloc((size_t)e->threads, sizeof(*e->tids));
+    if (!e->data || !e->arena || !e->io || !e->scratch || !e->gemm || !e->w || !e->tids) {
+        st = asp_err(ASPEN_ENOMEM, "engine: out of memory (arena %zu bytes, I/O %zu bytes)",
+                     p->arena_bytes, p->io_bytes);
+        goto fail;
+    }
+    memset(e->arena, 0, p->arena_bytes);
+    memset(e->io, 0, p->io_bytes);
+    for (int i = 0; i < p->nt; i++) {
+        const asp_tensor *t = &p->t[i];
+        const asp_placement *pl = &p->place[i];
+        if (pl->storage == ASP_STORE_ARENA) {
+            e->data[i] = e->arena + pl->offset;
+        } else if (pl->storage == ASP_STORE_IO) {
+            e->data[i] = e->io + pl->offset;
+        } else {
+            int created = aspen_store_find(store, t->name) < 0, idx;
+            st = aspen_store_add(store, t->name, t->ndim, t->shape, &idx);
+            if (st != ASPEN_OK) goto fail;
+            e->data[i] = aspen_store_data(store, idx);
+            if (created) init_tensor(t, aspen_store_seed(store), e->data[i]);
+        }
+    }
+    for (int i = 0; i < e->threads; i++) e->w[i] = (worker){e, i, 0};
+    for (int i = 1; i < e->threads; i++) {
+        if (pthread_create(&e->tids[i], NULL, worker_main, &e->w[i]) != 0) {
+            st = asp_err(ASPEN_ENOMEM, "engine: cannot start thread %d", i);
+            goto fail;
+        }
+        e->started = i;
+    }
+    *out = e;
+    return ASPEN_OK;
+fail:
+    aspen_engine_free(e);
+    return st;
+}
+
+void aspen_engine_free(aspen_engine *e)
+{
+    if (!e) return;
+    pthread_mutex_lock(&e->mu);
+    e->quit = 1;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    for (int i = 1; i <= e->started; i++) pthread_join(e->tids[i], NULL);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    free(e->data);
+    asp_free_aligned(e->arena);
+    asp_free_aligned(e->io);
+    asp_free_aligned(e->scratch);
+    asp_free_aligned(e->gemm);
+    free(e->w);
+    free(e->tids);
+    free(e);
+}
+
+void *aspen_engine_data(aspen_engine *e, aspen_tensor t)
+{
+    if (!e || t < 0 || t >= e->p->nt || e->p->place[t].storage == ASP_STORE_ARENA) return NULL;
+    return e->data[t];
+}
+
+int aspen_engine_threads(const aspen_engine *e) { return e->threads; }
+
+aspen_status aspen_engine_run(aspen_engine *e, const aspen_step *s)
+{
+    if (!e || !s) return asp_err(ASPEN_EINVAL, "engine run: no engine or step");
+    e->step = s;
+    if (e->threads > 1) {
+        pthread_mutex_lock(&e->mu);
+        e->generation++;
+        pthread_cond_broadcast(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+    }
+    run_program(e, &e->w[0]);
+    return ASPEN_OK;
+}

@@ -1,0 +1,412 @@
+/*
+ * test_gemm.c - GEMM kernels against the reference triple loop on awkward
+ * shapes, for every ISA this CPU can run; bit-identity across part counts;
+ * im2col/col2im against naive loops and the adjoint identity.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "kernels/gemm.h"
+#include "kernels/im2col.h"
+#include "test.h"
+
+static const asp_isa all_isas[] = {ASP_ISA_GENERIC, ASP_ISA_AVX2, ASP_ISA_AVX512};
+
+static void fill(asp_rng *r, float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) x[i] = 2.0f * asp_rng_uniform(r) - 1.0f;
+}
+
+static void fill_value(float *x, int64_t n, float v)
+{
+    for (int64_t i = 0; i < n; i++) x[i] = v;
+}
+
+/* A GEMM problem with its operands laid out with padded leading dimensions. */
+typedef struct {
+    int ta, tb;
+    int64_t M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    asp_epilogue ep;
+    float *A, *B, *C0;    /* operands; C0 is C's initial content */
+    float *bm, *bn;       /* (M), (N) */
+    float *Cref, *Cmag;   /* reference result; |.| bound for the tolerance */
+} problem;
+
+static int64_t rows_a(const problem *p) { return p->ta ? p->K : p->M; }
+static int64_t rows_b(const problem *p) { return p->tb ? p->N : p->K; }
+
+static void problem_init(problem *p, asp_rng *r, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                         int64_t pad, float alpha, float beta, int bias_m, int bias_n, int relu)
+{
+    memset(p, 0, sizeof(*p));
+    p->ta = ta, p->tb = tb, p->M = M, p->N = N, p->K = K;
+    p->lda = (ta ? M : K) + pad;
+    p->ldb = (tb ? K : N) + pad;
+    p->ldc = N + pad;
+    p->alpha = alpha, p->beta = beta;
+    const int64_t na = rows_a(p) * p->lda, nb = rows_b(p) * p->ldb, nc = M * p->ldc;
+    p->A = malloc(sizeof(float) * (size_t)(na + 1));
+    p->B = malloc(sizeof(float) * (size_t)(nb + 1));
+    p->C0 = malloc(sizeof(float) * (size_t)nc);
+    p->Cref = malloc(sizeof(float) * (size_t)nc);
+    p->Cmag = malloc(sizeof(float) * (size_t)nc);
+    p->bm = malloc(sizeof(float) * (size_t)M);
+    p->bn = malloc(sizeof(float) * (size_t)N);
+    fill(r, p->A, na);
+    fill(r, p->B, nb);
+    fill(r, p->bm, M);
+    fill(r, p->bn, N);
+    if (beta == 0.0f) fill_value(p->C0, nc, NAN);
+    else fill(r, p->C0, nc);
+    p->ep = (asp_epilogue){bias_m ? p->bm : NULL, bias_n ? p->bn : NULL,
+                           relu ? ASP_ACT_RELU : ASP_ACT_NONE};
+
+    memcpy(p->Cref, p->C0, sizeof(float) * (size_t)nc);
+    asp_sgemm_ref(ta, tb, M, N, K, alpha, p->A, p->lda, p->B, p->ldb, beta, p->Cref, p->ldc,
+                  &p->ep);
+    /* magnitude: |alpha| |A||B| + |beta C| + |bias|, the scale of rounding errors */
+    float *absA = malloc(sizeof(float) * (size_t)(na + 1));
+    float *absB = malloc(sizeof(float) * (size_t)(nb + 1));
+    for (int64_t i = 0; i < na; i++) absA[i] = fabsf(p->A[i]);
+    for (int64_t i = 0; i < nb; i++) absB[i] = fabsf(p->B[i]);
+    for (int64_t i = 0; i < nc; i++) p->Cmag[i] = beta == 0.0f ? 0.0f : fabsf(p->C0[i]);
+    asp_sgemm_ref(ta, tb, M, N, K, fabsf(alpha), absA, p->lda, absB, p->ldb, fabsf(beta),
+                  p->Cmag, p->ldc, NULL);
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++)
+            p->Cmag[i * p->ldc + j] += (bias_m ? fabsf(p->bm[i]) : 0.0f) +
+                                       (bias_n ? fabsf(p->bn[j]) : 0.0f);
+    free(absA);
+    free(absB);
+}
+
+static void problem_free(problem *p)
+{
+    free(p->A), free(p->B), free(p->C0), free(p->Cref), free(p->Cmag), free(p->bm), free(p->bn);
+}
+
+/* Run the problem in `nparts` parts (serially) into a fresh C; returns it. */
+static float *run(const problem *p, int nparts, void *scratch)
+{
+    const size_t nc = (size_t)(p->M * p->ldc);
+    float *C = malloc(sizeof(float) * nc);
+    memcpy(C, p->C0, sizeof(float) * nc);
+    for (int part = 0; part < nparts; part++)
+        asp_sgemm(p->ta, p->tb, p->M, p->N, p->K, p->alpha, p->A, p->lda, p->B, p->ldb, p->beta,
+                  C, p->ldc, &p->ep, part, nparts, scratch);
+    return C;
+}
+
+/* 0 if C matches the reference within rounding and the padding is untouched;
+ * otherwise prints the first mismatch and returns 1. */
+static int compare(const problem *p, const float *C, const char *what)
+{
+    const double eps = 1.2e-7;
+    for (int64_t i = 0; i < p->M; i++) {
+        for (int64_t j = 0; j < p->ldc; j++) {
+            const int64_t o = i * p->ldc + j;
+            double got = C[o], want = p->Cref[o], tol;
+            if (j >= p->N) {
+                /* padding: must be bit-for-bit what was there (NaN stays NaN) */
+                if (memcmp(&C[o], &p->C0[o], sizeof(float)) != 0) goto bad;
+                continue;
+            }
+            tol = eps * (double)(p->K + 4) * p->Cmag[o] + 1e-30;
+            if (!(fabs(got - want) <= tol)) goto bad;
+            continue;
+        bad:
+            printf("  %s: ta=%d tb=%d M=%lld N=%lld K=%lld alpha=%g beta=%g: C[%lld,%lld] = %.9g,"
+                   " want %.9g\n",
+                   what, p->ta, p->tb, (long long)p->M, (long long)p->N, (long long)p->K,
+                   (double)p->alpha, (double)p->beta, (long long)i, (long long)j, got, want);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void *scratch_new(void)
+{
+    /* deliberately misaligned by 4 bytes: the driver aligns it itself */
+    char *s = malloc(asp_gemm_scratch_bytes() + 4);
+    return s;
+}
+
+/* Check one problem on every available ISA with 1 part; 0 on success. */
+static int check_all_isas(const problem *p, void *scratch)
+{
+    int bad = 0;
+    for (size_t t = 0; t < ASP_ARRAY_LEN(all_isas) && !bad; t++) {
+        if (!asp_isa_supported(all_isas[t])) continue;
+        asp_isa prev = asp_isa_set(all_isas[t]);
+        float *C = run(p, 1, (char *)scratch + 4);
+        bad = compare(p, C, asp_isa_name(all_isas[t]));
+        free(C);
+        asp_isa_set(prev);
+    }
+    return bad;
+}
+
+TEST(gemm_isa_dispatch)
+{
+    CHECK(asp_isa_supported(ASP_ISA_GENERIC));
+    asp_isa active = asp_isa_active();
+    CHECK(asp_isa_supported(active));
+    CHECK(strcmp(asp_isa_name(ASP_ISA_AVX512), "avx512") == 0);
+    CHECK(strcmp(asp_isa_name(ASP_ISA_AVX2), "avx2") == 0);
+    CHECK(strcmp(asp_isa_name(ASP_ISA_GENERIC), "generic") == 0);
+    for (size_t t = 0; t < ASP_ARRAY_LEN(all_isas); t++) {
+        asp_isa prev = asp_isa_set(all_isas[t]);
+        asp_isa now = asp_isa_active();
+        CHECK(asp_isa_supported(now));
+        if (asp_isa_supported(all_isas[t])) CHECK(now == all_isas[t]);
+        asp_isa_set(prev);
+    }
+    CHECK(asp_isa_active() == active);
+    CHECK(asp_gemm_scratch_bytes() > 0);
+}
+
+/* The cross product of awkward sizes; transposes rotate with the shape so each
+ * combination meets every size, and the reference runs once per problem. */
+TEST(gemm_shapes_vs_ref)
+{
+    static const int64_t sizes[] = {1, 7, 17, 33, 100, 257};
+    const int ns = (int)ASP_ARRAY_LEN(sizes);
+    asp_rng r;
+    asp_rng_seed(&r, 1);
+    void *scratch = scratch_new();
+    int n = 0;
+    for (int a = 0; a < ns; a++)
+        for (int b = 0; b < ns; b++)
+            for (int c = 0; c < ns; c++, n++) {
+                problem p;
+                problem_init(&p, &r, n & 1, (n >> 1) & 1, sizes[a], sizes[b], sizes[c], n % 3, 1.0f,
+                             0.0f, 0, 0, 0);
+                int bad = check_all_isas(&p, scratch);
+                problem_free(&p);
+                if (bad) free(scratch);
+                CHECK(!bad);
+            }
+    free(scratch);
+}
+
+/* Every transpose combination, leading dimensions above the minimum, and the
+ * alpha/beta variants (beta = 0 with a NaN-filled C, alpha = 0, K = 0). */
+TEST(gemm_transposes_alpha_beta)
+{
+    static const float ab[][2] = {{1, 0}, {1, 1}, {0.5f, -2}, {-1.5f, 0}, {0, 0.5f}, {0, 0}};
+    static const int64_t shapes[][3] = {{33, 17, 100}, {7, 257, 33}, {100, 33, 7}, {1, 1, 1},
+                                        {17, 1, 257}, {5, 9, 0}};
+    asp_rng r;
+    asp_rng_seed(&r, 2);
+    void *scratch = scratch_new();
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (size_t s = 0; s < ASP_ARRAY_LEN(shapes); s++)
+                for (size_t v = 0; v < ASP_ARRAY_LEN(ab); v++) {
+                    problem p;
+                    problem_init(&p, &r, ta, tb, shapes[s][0], shapes[s][1], shapes[s][2],
+                                 (int64_t)(5 + s), ab[v][0], ab[v][1], 0, 0, 0);
+                    int bad = check_all_isas(&p, scratch);
+                    problem_free(&p);
+                    if (bad) free(scratch);
+                    CHECK(!bad);
+                }
+    free(scratch);
+}
+
+TEST(gemm_epilogue)
+{
+    static const int64_t shapes[][3] = {{17, 33, 100}, {100, 7, 257}, {1, 257, 17}, {33, 100, 0}};
+    asp_rng r;
+    asp_rng_seed(&r, 3);
+    void *scratch = scratch_new();
+    for (size_t s = 0; s < ASP_ARRAY_LEN(shapes); s++)
+        for (int e = 1; e < 8; e++)
+            for (int beta1 = 0; beta1 < 2; beta1++) {
+                problem p;
+                problem_init(&p, &r, (int)(s & 1), e & 1, shapes[s][0], shapes[s][1],
+                             shapes[s][2], 3, 0.75f, beta1 ? 1.0f : 0.0f, e & 1, (e >> 1) & 1,
+                             (e >> 2) & 1);
+                int bad = check_all_isas(&p, scratch);
+                problem_free(&p);
+                if (bad) free(scratch);
+                CHECK(!bad);
+            }
+    free(scratch);
+}
+
+/* Shapes that cross every cache block (MC, KC, NC) of every ISA. */
+TEST(gemm_large_blocks)
+{
+    static const int64_t shapes[][3] = {{345, 70, 530}, {5, 2100, 300}, {700, 3, 20}};
+    asp_rng r;
+    asp_rng_seed(&r, 4);
+    void *scratch = scratch_new();
+    for (size_t s = 0; s < ASP_ARRAY_LEN(shapes); s++) {
+        problem p;
+        problem_init(&p, &r, (int)(s & 1), (int)(s >> 1), shapes[s][0], shapes[s][1],
+                     shapes[s][2], 1, 1.0f, 0.5f, 1, 1, 1);
+        int bad = check_all_isas(&p, scratch);
+        problem_free(&p);
+        if (bad) free(scratch);
+        CHECK(!bad);
+    }
+    free(scratch);
+}
+
+/* Bit-identical results for nparts = 1, 2, 3, 5, per ISA, splitting either M
+ * or N, with more parts than groups, and with several K blocks. */
+TEST(gemm_parts_bit_identical)
+{
+    static const int64_t shapes[][3] = {{100, 257, 530}, {257, 33, 300}, {1, 7, 17}, {700, 40, 64},
+                                        {33, 17, 0}};
+    static const int parts[] = {2, 3, 5};
+    asp_rng r;
+    asp_rng_seed(&r, 5);
+    void *scratch = scratch_new();
+    for (size_t s = 0; s < ASP_ARRAY_LEN(shapes); s++) {
+        problem p;
+        problem_init(&p, &r, (int)(s & 1), (int)((s >> 1) & 1), shapes[s][0], shapes[s][1],
+                     shapes[s][2], 2, 1.25f, 0.5f, 1, 1, 1);
+        const size_t bytes = sizeof(float) * (size_t)(p.M * p.ldc);
+        int bad = 0;
+        for (size_t t = 0; t < ASP_ARRAY_LEN(all_isas) && !bad; t++) {
+            if (!asp_isa_supported(all_isas[t])) continue;
+            asp_isa prev = asp_isa_set(all_isas[t]);
+            float *C1 = run(&p, 1, scratch);
+            bad = compare(&p, C1, asp_isa_name(all_isas[t]));
+            for (size_t q = 0; q < ASP_ARRAY_LEN(parts) && !bad; q++) {
+                float *Cq = run(&p, parts[q], scratch);
+                if (memcmp(C1, Cq, bytes) != 0) {
+                    printf("  %s: M=%lld N=%lld K=%lld differs with %d parts\n",
+                           asp_isa_name(all_isas[t]), (long long)p.M, (long long)p.N,
+                           (long long)p.K, parts[q]);
+                    bad = 1;
+                }
+                free(Cq);
+            }
+            free(C1);
+            asp_isa_set(prev);
+        }
+        problem_free(&p);
+        if (bad) free(scratch);
+        CHECK(!bad);
+    }
+    free(scratch);
+}
+
+/* ---------------------------------------------------------------- im2col */
+
+typedef struct {
+    int64_t C, H, W;
+    int KH, KW, SH, SW, PH, PW, DH, DW;
+} geom;
+
+static int64_t geom_oh(const geom *g)
+{
+    return (g->H + 2 * g->PH - g->DH * (g->KH - 1) - 1) / g->SH + 1;
+}
+
+static int64_t geom_ow(const geom *g)
+{
+    return (g->W + 2 * g->PW - g->DW * (g->KW - 1) - 1) / g->SW + 1;
+}
+
+/* Index into x of column element (row, oh, ow), or -1 where it is padding. */
+static int64_t naive_src(const geom *g, int64_t row, int64_t oh, int64_t ow)
+{
+    const int64_t kw = row % g->KW, kh = (row / g->KW) % g->KH, c = row / (g->KW * g->KH);
+    const int64_t ih = oh * g->SH - g->PH + kh * g->DH, iw = ow * g->SW - g->PW + kw * g->DW;
+    if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) return -1;
+    return (c * g->H + ih) * g->W + iw;
+}
+
+static const geom geoms[] = {
+    {3, 7, 9, 3, 3, 1, 1, 1, 1, 1, 1},   /* same-size 3x3 */
+    {2, 8, 7, 3, 2, 2, 2, 1, 1, 1, 1},   /* stride 2 */
+    {2, 9, 10, 3, 3, 1, 1, 2, 2, 2, 2},  /* dilation 2 */
+    {1, 28, 28, 5, 5, 1, 1, 0, 0, 1, 1}, /* LeNet conv1 */
+    {2, 6, 11, 2, 3, 2, 3, 0, 2, 2, 1},  /* everything different */
+    {1, 2, 3, 3, 3, 1, 1, 2, 2, 1, 1},   /* kernel wider than the image */
+    {4, 5, 5, 1, 1, 2, 2, 0, 0, 1, 1},   /* 1x1 stride 2 */
+};
+
+TEST(im2col_vs_naive)
+{
+    asp_rng r;
+    asp_rng_seed(&r, 6);
+    for (size_t t = 0; t < ASP_ARRAY_LEN(geoms); t++) {
+        const geom *g = &geoms[t];
+        const int64_t OH = geom_oh(g), OW = geom_ow(g), rows = g->C * g->KH * g->KW;
+        const int64_t nx = g->C * g->H * g->W, ncol = rows * OH * OW;
+        float *x = malloc(sizeof(float) * (size_t)nx);
+        float *col = malloc(sizeof(float) * (size_t)ncol);
+        float *x2 = malloc(sizeof(float) * (size_t)nx);
+        float *x3 = malloc(sizeof(float) * (size_t)nx);
+        fill(&r, x, nx);
+        fill_value(col, ncol, NAN);
+        asp_im2col(x, g->C, g->H, g->W, g->KH, g->KW, g->SH, g->SW, g->PH, g->PW, g->DH, g->DW,
+                   OH, OW, col);
+        int bad = 0;
+        for (int64_t row = 0; row < rows && !bad; row++)
+            for (int64_t oh = 0; oh < OH && !bad; oh++)
+                for (int64_t ow = 0; ow < OW && !bad; ow++) {
+                    const int64_t s = naive_src(g, row, oh, ow);
+                    const float want = s < 0 ? 0.0f : x[s];
+                    if (memcmp(&col[(row * OH + oh) * OW + ow], &want, sizeof(float)) != 0) {
+                        printf("  im2col geometry %zu: row %lld (%lld, %lld) wrong\n", t,
+                               (long long)row, (long long)oh, (long long)ow);
+                        bad = 1;
+                    }
+                }
+        /* col2im accumulates: start both from the same nonzero x */
+        fill(&r, col, ncol);
+        memcpy(x2, x, sizeof(float) * (size_t)nx);
+        memcpy(x3, x, sizeof(float) * (size_t)nx);
+        asp_col2im(col, g->C, g->H, g->W, g->KH, g->KW, g->SH, g->SW, g->PH, g->PW, g->DH, g->DW,
+                   OH, OW, x2);
+        for (int64_t row = 0; row < rows; row++)
+            for (int64_t oh = 0; oh < OH; oh++)
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    const int64_t s = naive_src(g, row, oh, ow);
+                    if (s >= 0) x3[s] += col[(row * OH + oh) * OW + ow];
+                }
+        for (int64_t i = 0; i < nx && !bad; i++)
+            if (fabsf(x2[i] - x3[i]) > 1e-5f) {
+                printf("  col2im geometry %zu: x[%lld] = %g, want %g\n", t, (long long)i,
+                       (double)x2[i], (double)x3[i]);
+                bad = 1;
+            }
+        free(x), free(col), free(x2), free(x3);
+        CHECK(!bad);
+    }
+}
+
+/* <im2col(x), c> == <x, col2im(c)>: col2im is im2col's adjoint. */
+TEST(im2col_adjoint)
+{
+    asp_rng r;
+    asp_rng_seed(&r, 7);
+    for (size_t t = 0; t < ASP_ARRAY_LEN(geoms); t++) {
+        const geom *g = &geoms[t];
+        const int64_t OH = geom_oh(g), OW = geom_ow(g);
+        const int64_t nx = g->C * g->H * g->W, ncol = g->C * g->KH * g->KW * OH * OW;
+        float *x = malloc(sizeof(float) * (size_t)nx), *xc = calloc((size_t)nx, sizeof(float));
+        float *c = malloc(sizeof(float) * (size_t)ncol), *cx = malloc(sizeof(float) * (size_t)ncol);
+        fill(&r, x, nx);
+        fill(&r, c, ncol);
+        asp_im2col(x, g->C, g->H, g->W, g->KH, g->KW, g->SH, g->SW, g->PH, g->PW, g->DH, g->DW,
+                   OH, OW, cx);
+        asp_col2im(c, g->C, g->H, g->W, g->KH, g->KW, g->SH, g->SW, g->PH, g->PW, g->DH, g->DW,
+                   OH, OW, xc);
+        double lhs = 0, rhs = 0, mag = 0;
+        for (int64_t i = 0; i < ncol; i++) lhs += (double)cx[i] * c[i], mag += fabs((double)c[i]);
+        for (int64_t i = 0; i < nx; i++) rhs += (double)x[i] * xc[i];
+        free(x), free(xc), free(c), free(cx);
+        CHECK_NEAR(lhs, rhs, 1e-6 * mag + 1e-9);
+    }
+}

@@ -1,0 +1,104 @@
+/*
+ * cmd_eval.c - aspen eval CKPT --data D: accuracy and loss of a checkpoint on
+ * the test split of D. Uses the same inference program as training's
+ * per-epoch evaluation, so it reproduces the accuracy training printed.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+const char usage_eval[] =
+    "usage: aspen eval CHECKPOINT --data D [options]\n"
+    "\n"
+    "Evaluate a checkpoint written by 'aspen train --out' on the test split of D\n"
+    "(fashion-mnist, mnist or a directory of IDX files).\n"
+    "\n"
+    "  --data D       data set (default: the one the checkpoint was trained on)\n"
+    "  --threads T    threads (default: all cores)\n"
+    "  --json         last line of output: one JSON object with the figures\n";
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    const char *data = NULL;
+    int threads = 0, json = 0;
+    cli_opt opts[] = {
+        {"data", OPT_STR, &data, 0, 0, 0},
+        {"threads", OPT_INT, &threads, 1, 1024, 0},
+        {"json", OPT_FLAG, &json, 0, 0, 0},
+    };
+    cli_args a;
+    if (cli_parse("eval", argc, argv, opts, 3, &a)) return 2;
+    int rc = 0;
+    aspen_model *m = NULL;
+    aspen_store *store = NULL;
+    aspen_dataset *test = NULL;
+    char *meta_text = NULL;
+    cJSON *meta = NULL;
+    if (a.help) {
+        fputs(usage_eval, stdout);
+        goto done;
+    }
+    if (a.npos != 1) {
+        rc = cli_usage_error("eval", "expected one CHECKPOINT, got %d", a.npos);
+        goto done;
+    }
+    aspen_status st = aspen_checkpoint_load(a.pos[0], &m, &store, &meta_text);
+    if (st != ASPEN_OK) {
+        rc = cli_fail(st);
+        goto done;
+    }
+    meta = meta_text ? cJSON_Parse(meta_text) : NULL;
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(meta, "data");
+    if (!data && cJSON_IsString(md)) data = md->valuestring;
+    if (!data) {
+        rc = cli_usage_error("eval", "--data is required (the checkpoint does not name its data set)");
+        goto done;
+    }
+    st = aspen_dataset_load(data, 0, &test);
+    double loss = 0, acc = 0, t0 = now();
+    if (st == ASPEN_OK) st = aspen_evaluate(m, store, test, 256, threads, &loss, &acc);
+    double secs = now() - t0;
+    if (st != ASPEN_OK) {
+        rc = cli_fail(st);
+        goto done;
+    }
+    int64_t correct = (int64_t)llround(acc * (double)test->n);
+    printf("test accuracy %.4f (%lld/%lld)  loss %.4f  %.2f s\n", acc, (long long)correct,
+           (long long)test->n, loss, secs);
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "checkpoint", a.pos[0]);
+        cJSON_AddStringToObject(o, "data", data);
+        cJSON_AddNumberToObject(o, "test_accuracy", acc);
+        cJSON_AddNumberToObject(o, "test_loss", loss);
+        const cJSON *tl = cJSON_GetObjectItemCaseSensitive(meta, "train_loss");
+        const cJSON *ep = cJSON_GetObjectItemCaseSensitive(meta, "epochs");
+        cJSON_AddNumberToObject(o, "train_loss", cJSON_IsNumber(tl) ? tl->valuedouble : NAN);
+        cJSON_AddNumberToObject(o, "epochs", cJSON_IsNumber(ep) ? ep->valuedouble : 0);
+        cJSON_AddNumberToObject(o, "seconds", secs);
+        cJSON_AddNumberToObject(o, "images_per_second", (double)test->n / secs);
+        char *s = cJSON_PrintUnformatted(o);
+        printf("%s\n", s);
+        free(s);
+        cJSON_Delete(o);
+    }
+done:
+    cJSON_Delete(meta);
+    free(meta_text);
+    free(a.pos);
+    aspen_dataset_free(test);
+    aspen_store_free(store);
+    aspen_model_free(m);
+    return rc;
+}

@@ -162,6 +162,29 @@ typedef struct {
 aspen_status aspen_graph_optimizer(aspen_graph *g, const aspen_optimizer *o);
 
 /* Introspection. */
+typedef enum {
+    ASPEN_TENSOR_INPUT = 0,
+    ASPEN_TENSOR_PARAM = 1,
+    ASPEN_TENSOR_STATE = 2,
+    ASPEN_TENSOR_ACTIVATION = 3 /* produced by an op (activations, gradients) */
+} aspen_tensor_kind;
+
+typedef enum { ASPEN_PHASE_FORWARD = 0, ASPEN_PHASE_BACKWARD = 1, ASPEN_PHASE_UPDATE = 2 } aspen_phase;
+
+typedef struct {
+    const char *op;       /* op name ("conv2d", "relu_bwd", ...) */
+    const char *layer;    /* layer it belongs to ("graph" if none) */
+    aspen_phase phase;
+    int n_in, n_out;
+    aspen_tensor in[8], out[3];
+    double macs;          /* multiply-accumulates (GEMM-lowered ops; 0 for others) */
+    int vertices;         /* programs only: pieces of work it is split into */
+} aspen_node_info;
+
+/* Node i (0 <= i < node count) in build order; pointers live as long as g. */
+aspen_status aspen_graph_node_info(const aspen_graph *g, int i, aspen_node_info *info);
+aspen_tensor_kind aspen_tensor_kind_of(const aspen_graph *g, aspen_tensor t);
+aspen_dtype aspen_tensor_dtype(const aspen_graph *g, aspen_tensor t);
 int aspen_graph_tensor_count(const aspen_graph *g);
 int aspen_graph_node_count(const aspen_graph *g);
 int aspen_tensor_ndim(const aspen_graph *g, aspen_tensor t);
@@ -212,6 +235,9 @@ aspen_status aspen_compile(const aspen_graph *g, const aspen_compile_opts *o,
                            aspen_program **out);
 void aspen_program_free(aspen_program *p);
 void aspen_program_stats(const aspen_program *p, aspen_plan_stats *st);
+/* The program's schedule: node i in execution order, with its vertex count. */
+int aspen_program_node_count(const aspen_program *p);
+aspen_status aspen_program_node_info(const aspen_program *p, int i, aspen_node_info *info);
 
 typedef struct aspen_engine aspen_engine;
 
@@ -325,6 +351,7 @@ typedef struct {
     int64_t limit;            /* > 0: use only the first `limit` training images */
     aspen_progress_fn progress;
     void *user;
+    aspen_plan_stats *plan;   /* if not NULL: the training program's plan figures */
 } aspen_train_opts;
 
 void aspen_train_opts_default(aspen_train_opts *o);

@@ -78,3 +78,14 @@ aspen_status aspen_compile(const aspen_graph *g, const aspen_compile_opts *o,
 }
 
 void aspen_program_stats(const aspen_program *p, aspen_plan_stats *st) { *st = p->stats; }
+
+int aspen_program_node_count(const aspen_program *p) { return p->nn; }
+
+aspen_status aspen_program_node_info(const aspen_program *p, int i, aspen_node_info *info)
+{
+    if (!p || i < 0 || i >= p->nn) return asp_err(ASPEN_EINVAL, "node %d out of range", i);
+    int l = p->n[i].layer;
+    asp_node_info(&p->n[i], p->t, l >= 0 && l < p->nlayers ? p->layers[l] : "graph", info);
+    info->vertices = p->nvertex[i];
+    return ASPEN_OK;
+}

@@ -252,3 +252,41 @@ aspen_tensor aspen_tensor_find(const aspen_graph *g, const char *name)
         if (strcmp(g->t[i].name, name) == 0) return i;
     return ASPEN_NONE;
 }
+
+static void fill_info(const asp_node *n, const asp_tensor *t, const char *layer,
+                      aspen_node_info *info)
+{
+    const asp_op_def *def = &asp_ops[n->op];
+    memset(info, 0, sizeof(*info));
+    info->op = def->name;
+    info->layer = layer;
+    info->phase = (aspen_phase)n->phase;
+    info->n_in = n->n_in;
+    info->n_out = n->n_out;
+    for (int i = 0; i < n->n_in; i++) info->in[i] = n->in[i];
+    for (int i = 0; i < n->n_out; i++) info->out[i] = n->out[i];
+    info->macs = def->macs ? def->macs(t, n) : 0.0;
+}
+
+void asp_node_info(const asp_node *n, const asp_tensor *t, const char *layer,
+                   aspen_node_info *info)
+{
+    fill_info(n, t, layer, info);
+}
+
+aspen_status aspen_graph_node_info(const aspen_graph *g, int i, aspen_node_info *info)
+{
+    if (!g || i < 0 || i >= g->nn) return asp_err(ASPEN_EINVAL, "node %d out of range", i);
+    fill_info(&g->n[i], g->t, asp_layer_name(g, g->n[i].layer), info);
+    return ASPEN_OK;
+}
+
+aspen_tensor_kind aspen_tensor_kind_of(const aspen_graph *g, aspen_tensor t)
+{
+    return asp_tensor_valid(g, t) ? (aspen_tensor_kind)g->t[t].kind : ASPEN_TENSOR_ACTIVATION;
+}
+
+aspen_dtype aspen_tensor_dtype(const aspen_graph *g, aspen_tensor t)
+{
+    return asp_tensor_valid(g, t) ? g->t[t].dtype : ASPEN_F32;
+}

@@ -116,5 +116,8 @@ int64_t asp_numel(const asp_tensor *t);
 /* "(4, 32, 24, 24)" into buf */
 const char *asp_shape_str(const asp_tensor *t, char *buf, size_t cap);
 const char *asp_layer_name(const aspen_graph *g, int layer);
+/* Public node description of n (tensors t) in layer `layer`. */
+void asp_node_info(const asp_node *n, const asp_tensor *t, const char *layer,
+                   aspen_node_info *info);
 
 #endif

@@ -218,6 +218,7 @@ static aspen_status train_new(const aspen_model *m, aspen_store *store, const as
     aspen_compile_opts co = {o->threads, 0};
     if (st == ASPEN_OK) st = aspen_compile(g, &co, &t->prog);
     aspen_graph_free(g);
+    if (st == ASPEN_OK && o->plan) aspen_program_stats(t->prog, o->plan);
     if (st == ASPEN_OK) st = aspen_engine_new(t->prog, store, o->threads, &t->eng);
     if (st != ASPEN_OK) {
         train_free(t);

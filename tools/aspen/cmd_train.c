@@ -143,11 +143,22 @@ int cmd_train(int argc, char **argv)
                aspen_model_name(m), train->name, (long long)(limit && limit < train->n ? limit : train->n),
                (long long)test->n, o.batch, optname, (double)o.lr, o.epochs, o.epochs > 1 ? "s" : "");
     aspen_epoch_stats last;
+    aspen_plan_stats plan;
+    memset(&plan, 0, sizeof(plan));
+    o.plan = &plan;
     st = aspen_train(m, store, train, test, &o, &last);
     if (st != ASPEN_OK) {
         rc = cli_fail(st);
         goto done;
     }
+    if (!quiet)
+        printf("memory plan: arena %.2f MiB for activations and gradients (%.2f MiB if every "
+               "tensor had its own buffer: %.2fx), parameters and optimizer state %.2f MiB, "
+               "I/O %.2f MiB; %d ops, %d vertices\n",
+               plan.arena_bytes / 1048576.0, plan.naive_bytes / 1048576.0,
+               plan.naive_bytes ? (double)plan.arena_bytes / (double)plan.naive_bytes : 0.0,
+               plan.persistent_bytes / 1048576.0, plan.io_bytes / 1048576.0, plan.nodes,
+               plan.vertices);
     int64_t correct = (int64_t)llround(last.test_accuracy * (double)test->n);
     printf("test accuracy %.4f (%lld/%lld)\n", last.test_accuracy, (long long)correct,
            (long long)test->n);
@@ -177,6 +188,9 @@ int cmd_train(int argc, char **argv)
         cJSON_AddStringToObject(meta, "model", a.pos[0]);
         cJSON_AddNumberToObject(meta, "test_loss", last.test_loss);
         cJSON_AddNumberToObject(meta, "train_accuracy", last.train_accuracy);
+        cJSON_AddNumberToObject(meta, "arena_bytes", (double)plan.arena_bytes);
+        cJSON_AddNumberToObject(meta, "naive_bytes", (double)plan.naive_bytes);
+        cJSON_AddNumberToObject(meta, "persistent_bytes", (double)plan.persistent_bytes);
         cJSON_AddNumberToObject(meta, "seconds", pc.seconds);
         cJSON_AddNumberToObject(meta, "images_per_second",
                                 last.images_per_second * last.seconds * o.epochs / pc.seconds);

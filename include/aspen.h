@@ -227,6 +227,7 @@ typedef struct {
     size_t persistent_bytes;  /* parameters, optimizer state, running statistics */
     size_t io_bytes;          /* inputs and outputs */
     int nodes, tensors, vertices;
+    int inplace;              /* ops that write over their input */
 } aspen_plan_stats;
 
 /* Verify, infer shapes, schedule and plan memory. On success *out owns a copy

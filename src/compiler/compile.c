@@ -65,7 +65,8 @@ aspen_status aspen_compile(const aspen_graph *g, const aspen_compile_opts *o,
     memcpy(p->t, g->t, (size_t)g->nt * sizeof(*p->t));
     memcpy(p->n, g->n, (size_t)g->nn * sizeof(*p->n));
     if (g->nlayers) memcpy(p->layers, g->layers, (size_t)g->nlayers * sizeof(*p->layers));
-    st = asp_pass_memplan(p, o ? o->no_reuse : 0);
+    st = asp_pass_schedule(p);
+    if (st == ASPEN_OK) st = asp_pass_memplan(p, o ? o->no_reuse : 0);
     if (st != ASPEN_OK) {
         aspen_program_free(p);
         return st;

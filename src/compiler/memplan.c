@@ -1,26 +1,41 @@
 /*
- * memplan.c - liveness and placement of every transient tensor in ONE arena.
+ * memplan.c - liveness, in-place reuse and placement of every transient
+ * tensor in ONE arena.
  *
  * Liveness: a transient tensor lives from the step of its producer to the step
- * of its last reader (the schedule is the node order). Placement is "greedy by
- * size" (TFLite's arena planner, Pisarchyk & Lee 2020): tensors sorted largest
- * first, each takes the lowest offset where it overlaps no already placed
- * tensor whose interval intersects its own. The arena is the high-water mark.
- * Invariant (tested): two tensors live at the same step never overlap.
+ * of its last reader (steps = positions in the schedule).
  *
- * Inputs and outputs go to a separate I/O buffer (they must stay readable
- * between runs); parameters and state live in the store. Not yet done here (the
- * memory-compiler issue): in-place reuse, scratch in the arena, recomputation.
+ * In place: an op flagged ASP_OPF_INPLACE writes its output over an input when
+ * that input is transient, of the same size, and read by nothing after this
+ * step (MXNet's rule: reference count one). Tensors sharing memory form a group
+ * (union-find); a group lives from its first member's birth to its last
+ * member's last read.
+ *
+ * Placement is "greedy by size" (TFLite's arena planner, Pisarchyk & Lee
+ * 2020): groups sorted largest first, each takes the lowest offset where it
+ * overlaps no already placed group whose interval intersects its own; the
+ * arena is the high-water mark. Measured against first-fit in schedule order
+ * on the zoo, greedy-by-size was never larger (docs/memory.md).
+ * Invariant (tested): two groups live at the same step never overlap.
+ *
+ * Inputs and outputs go to a separate I/O buffer (readable between runs);
+ * parameters and state live in the store.
  */
 #include <string.h>
 
 #include "compiler/program.h"
+#include "ops/ops.h"
 
 typedef struct {
     int id;
     size_t bytes;
     int first, last;
+    size_t offset;
 } interval;
+
+typedef struct {
+    size_t begin, end;
+} extent;
 
 static int by_size_desc(const void *a, const void *b)
 {
@@ -30,10 +45,64 @@ static int by_size_desc(const void *a, const void *b)
     return x->id - y->id;
 }
 
-static int by_offset(const void *a, const void *b)
+static int by_begin(const void *a, const void *b)
 {
-    const asp_placement *x = *(const asp_placement *const *)a, *y = *(const asp_placement *const *)b;
-    return x->offset < y->offset ? -1 : x->offset > y->offset;
+    const extent *x = a, *y = b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin;
+}
+
+/* Greedy by size: returns the arena size; iv[].offset set. */
+static size_t place_greedy(interval *iv, int ng, extent *over)
+{
+    qsort(iv, (size_t)ng, sizeof(*iv), by_size_desc);
+    size_t arena = 0;
+    for (int g = 0; g < ng; g++) {
+        int nover = 0;
+        for (int j = 0; j < g; j++)
+            if (iv[j].first <= iv[g].last && iv[g].first <= iv[j].last)
+                over[nover++] = (extent){iv[j].offset, iv[j].offset + iv[j].bytes};
+        qsort(over, (size_t)nover, sizeof(*over), by_begin);
+        size_t off = 0;
+        for (int j = 0; j < nover; j++) {
+            if (over[j].begin >= off + iv[g].bytes) break;
+            if (over[j].end > off) off = over[j].end;
+        }
+        iv[g].offset = off;
+        if (off + iv[g].bytes > arena) arena = off + iv[g].bytes;
+    }
+    return arena;
+}
+
+static int find(int *parent, int x)
+{
+    while (parent[x] != x) x = parent[x] = parent[parent[x]];
+    return x;
+}
+
+/* Let node s write its output over a dying input where the op allows it. */
+static void inplace(aspen_program *p, int *parent)
+{
+    for (int s = 0; s < p->nn; s++) {
+        const asp_node *n = &p->n[s];
+        if (!(asp_ops[n->op].flags & ASP_OPF_INPLACE) || n->n_out != 1) continue;
+        aspen_tensor y = n->out[0];
+        asp_placement *py = &p->place[y];
+        if (py->storage != ASP_STORE_ARENA) continue;
+        int cand = asp_ops[n->op].flags & ASP_OPF_ELEMENTWISE ? n->n_in : 1;
+        for (int j = 0; j < cand; j++) {
+            aspen_tensor x = n->in[j];
+            int r = find(parent, x);
+            asp_placement *pr = &p->place[r];
+            if (p->place[x].storage != ASP_STORE_ARENA || pr->last != s ||
+                asp_tensor_bytes(&p->t[x]) != asp_tensor_bytes(&p->t[y]) ||
+                p->t[x].dtype != p->t[y].dtype)
+                continue;
+            parent[y] = r;
+            if (py->last > pr->last) pr->last = py->last;
+            p->stats.inplace++;
+            break;
+        }
+    }
 }
 
 aspen_status asp_pass_memplan(aspen_program *p, int no_reuse)
@@ -56,61 +125,49 @@ aspen_status asp_pass_memplan(aspen_program *p, int no_reuse)
             if (s > pl->last) pl->last = s;
         }
     size_t io = 0, naive = 0, persistent = 0;
-    int narena = 0;
     for (int i = 0; i < p->nt; i++) {
         asp_placement *pl = &p->place[i];
-        if (pl->storage == ASP_STORE_IO) {
-            pl->offset = io;
-            if (!asp_add_ok(io, pl->bytes, &io)) return asp_err(ASPEN_ENOMEM, "plan: I/O size overflows");
-        } else if (pl->storage == ASP_STORE_PERSISTENT) {
-            persistent += pl->bytes;
-        } else {
-            narena++;
-            if (!asp_add_ok(naive, pl->bytes, &naive)) return asp_err(ASPEN_ENOMEM, "plan: size overflows");
-        }
+        size_t *sum = pl->storage == ASP_STORE_IO ? &io
+                      : pl->storage == ASP_STORE_PERSISTENT ? &persistent : &naive;
+        if (pl->storage == ASP_STORE_IO) pl->offset = io;
+        if (!asp_add_ok(*sum, pl->bytes, sum)) return asp_err(ASPEN_ENOMEM, "plan: size overflows");
     }
-    interval *iv = asp_array((size_t)(narena ? narena : 1), sizeof(*iv));
-    asp_placement **placed = asp_array(2 * (size_t)(narena ? narena : 1), sizeof(*placed));
-    if (!iv || !placed) {
+    int *parent = asp_array((size_t)p->nt, sizeof(int));
+    interval *iv = asp_array((size_t)p->nt, sizeof(*iv));
+    extent *over = asp_array((size_t)p->nt, sizeof(*over));
+    if (!parent || !iv || !over) {
+        free(parent);
         free(iv);
-        free(placed);
+        free(over);
         return ASPEN_ENOMEM;
     }
-    int k = 0;
+    for (int i = 0; i < p->nt; i++) parent[i] = i;
+    p->stats.inplace = 0;
+    if (!no_reuse) inplace(p, parent);
+    int ng = 0;
     for (int i = 0; i < p->nt; i++)
-        if (p->place[i].storage == ASP_STORE_ARENA)
-            iv[k++] = (interval){i, p->place[i].bytes, p->place[i].first, p->place[i].last};
+        if (p->place[i].storage == ASP_STORE_ARENA && find(parent, i) == i)
+            iv[ng++] = (interval){i, p->place[i].bytes, p->place[i].first, p->place[i].last, 0};
     size_t arena = 0;
     if (no_reuse) {
-        for (int i = 0; i < narena; i++) {
-            p->place[iv[i].id].offset = arena;
-            arena += iv[i].bytes;
+        for (int g = 0; g < ng; g++) {
+            iv[g].offset = arena;
+            arena += iv[g].bytes;
         }
     } else {
-        qsort(iv, (size_t)narena, sizeof(*iv), by_size_desc);
-        int nplaced = 0;
-        for (int i = 0; i < narena; i++) {
-            int nover = 0;
-            for (int j = 0; j < nplaced; j++) {
-                asp_placement *q = placed[j];
-                if (q->first <= iv[i].last && iv[i].first <= q->last) placed[nplaced + nover++] = q;
-            }
-            /* the overlapping ones were copied past the placed list; sort them */
-            asp_placement **over = placed + nplaced;
-            qsort(over, (size_t)nover, sizeof(*over), by_offset);
-            size_t off = 0;
-            for (int j = 0; j < nover; j++) {
-                if (over[j]->offset >= off + iv[i].bytes) break;
-                if (over[j]->offset + over[j]->bytes > off) off = over[j]->offset + over[j]->bytes;
-            }
-            asp_placement *me = &p->place[iv[i].id];
-            me->offset = off;
-            if (off + iv[i].bytes > arena) arena = off + iv[i].bytes;
-            placed[nplaced++] = me;
-        }
+        arena = place_greedy(iv, ng, over);
     }
+    for (int g = 0; g < ng; g++) p->place[iv[g].id].offset = iv[g].offset;
+    /* members take their group's offset */
+    for (int i = 0; i < p->nt; i++)
+        if (p->place[i].storage == ASP_STORE_ARENA) {
+            int r = find(parent, i);
+            p->place[i].offset = p->place[r].offset;
+            p->place[i].group = r;
+        }
+    free(parent);
     free(iv);
-    free(placed);
+    free(over);
     p->arena_bytes = arena;
     p->io_bytes = io;
     p->stats.naive_bytes = naive;

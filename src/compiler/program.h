@@ -21,6 +21,7 @@ typedef struct {
     size_t offset; /* in the arena or the I/O buffer */
     size_t bytes;
     int first, last; /* live interval in schedule steps (arena tensors) */
+    int group;       /* arena tensors: the tensor whose memory it shares (itself if none) */
 } asp_placement;
 
 struct aspen_program {
@@ -42,6 +43,7 @@ struct aspen_program {
 
 /* Compiler passes (src/compiler/<pass>.c). */
 aspen_status asp_pass_verify(const aspen_graph *g);
+aspen_status asp_pass_schedule(aspen_program *p);
 aspen_status asp_pass_memplan(aspen_program *p, int no_reuse);
 
 #define ASP_ALIGN 64

@@ -274,7 +274,9 @@ void asp_reshape_forward(const asp_kctx *k)
 {
     int64_t lo, hi;
     asp_split(asp_numel(ASP_TOUT(k, 0)), k->nvertex, k->vertex, 16, &lo, &hi);
-    if (hi > lo) memcpy(ASP_OUT(k, 0) + lo, ASP_IN(k, 0) + lo, (size_t)(hi - lo) * sizeof(float));
+    /* in place (the planner gave both the same memory): nothing to move */
+    if (hi > lo && ASP_OUT(k, 0) != ASP_IN(k, 0))
+        memcpy(ASP_OUT(k, 0) + lo, ASP_IN(k, 0) + lo, (size_t)(hi - lo) * sizeof(float));
 }
 
 aspen_status asp_reshape_backward(aspen_graph *g, const asp_node *n, const aspen_tensor *dout,

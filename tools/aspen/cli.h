@@ -54,5 +54,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 
 extern const char usage_train[], usage_eval[], usage_predict[];
+int cmd_bench(int, char **);
+extern const char usage_bench[];
 
 #endif

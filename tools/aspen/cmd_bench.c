@@ -1,0 +1,271 @@
+/*
+ * cmd_bench.c - aspen bench MODEL: time forward passes (or whole training
+ * steps) of a model on synthetic input, darknet's `speed` for aspen.
+ *
+ * The program is the one the trainer or the predictor would run: inference
+ * builds the model with training = 0 (batch norm on running statistics,
+ * softmax probabilities out); --train adds labels, softmax cross-entropy, the
+ * backward pass and an SGD-momentum update, as aspen_train does. The input is
+ * filled once with uniform [0, 1) values and the labels with random valid
+ * classes (a fixed seed), then W warm-up steps run untimed and N steps are
+ * timed one by one. The median is the figure reported (the machines are
+ * shared, so the mean would follow the outliers); min and max show the spread.
+ *
+ * --input CxHxW rebuilds the [net] section of the model text with another
+ * input size before parsing it again, so a 224x224 model can be timed at 256.
+ */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+const char usage_bench[] =
+    "usage: aspen bench MODEL [options]\n"
+    "\n"
+    "Time forward passes (or training steps with --train) of the model file MODEL\n"
+    "on synthetic input; prints the median step time and images per second.\n"
+    "\n"
+    "  --batch B        images per step (default 1)\n"
+    "  --train          time whole training steps: forward, loss, backward and an\n"
+    "                   SGD momentum update\n"
+    "  --threads T      threads (default: all cores)\n"
+    "  --steps N        timed steps (default 10)\n"
+    "  --warmup W       untimed steps first (default 2)\n"
+    "  --input CxHxW    input size instead of the model's [net] (e.g. 3x256x256)\n"
+    "  --json           last line of output: one JSON object with the figures\n";
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* xorshift64*: the synthetic data only needs to be fixed and cheap. */
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+
+/* "3x224x224" -> c, h, w; 0 on success. */
+static int parse_chw(const char *s, int *c, int *h, int *w)
+{
+    char tail;
+    if (sscanf(s, "%dx%dx%d%c", c, h, w, &tail) != 3) return -1;
+    return *c < 1 || *h < 1 || *w < 1 || *c > 65536 || *h > 65536 || *w > 65536 ? -1 : 0;
+}
+
+/* The model text with [net]'s channels/height/width (and inputs, if present)
+ * replaced; malloc'd, NULL when out of memory. Other sections are copied. */
+static char *retarget_text(const char *text, int c, int h, int w)
+{
+    size_t len = strlen(text);
+    char *out = malloc(len + 256);
+    if (!out) return NULL;
+    size_t o = 0;
+    int in_net = 0, done = 0;
+    const char *p = text;
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        size_t n = eol ? (size_t)(eol - p + 1) : strlen(p);
+        const char *q = p;
+        while (q < p + n && (*q == ' ' || *q == '\t')) q++;
+        if (*q == '[') {
+            if (in_net && !done) {
+                o += (size_t)sprintf(out + o, "channels=%d\nheight=%d\nwidth=%d\n", c, h, w);
+                done = 1;
+            }
+            in_net = strncmp(q, "[net]", 5) == 0 || strncmp(q, "[network]", 9) == 0;
+        } else if (in_net) {
+            static const char *const keys[] = {"channels", "height", "width", "inputs"};
+            int skip = 0;
+            for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+                size_t kl = strlen(keys[k]);
+                if (strncmp(q, keys[k], kl) != 0) continue;
+                const char *r = q + kl;
+                while (*r == ' ' || *r == '\t') r++;
+                if (*r == '=') skip = 1;
+            }
+            if (skip) {
+                p += n;
+                continue;
+            }
+        }
+        memcpy(out + o, p, n);
+        o += n;
+        p += n;
+    }
+    if (in_net && !done) {
+        if (o && out[o - 1] != '\n') out[o++] = '\n';
+        o += (size_t)sprintf(out + o, "channels=%d\nheight=%d\nwidth=%d\n", c, h, w);
+    }
+    out[o] = 0;
+    return out;
+}
+
+typedef struct {
+    aspen_program *prog;
+    aspen_engine *eng;
+    aspen_tensor input, labels;
+    int classes;
+} bench_session;
+
+static aspen_status bench_build(const aspen_model *m, aspen_store *store, int batch, int train,
+                                int threads, bench_session *b)
+{
+    aspen_graph *g = aspen_graph_new();
+    if (!g) return ASPEN_ENOMEM;
+    aspen_model_io io;
+    memset(&io, 0, sizeof(io));
+    aspen_status st = aspen_model_build(m, g, batch, train, &io);
+    b->labels = ASPEN_NONE;
+    if (st == ASPEN_OK && train) {
+        int64_t nb[1] = {batch};
+        b->labels = aspen_input(g, "labels", ASPEN_I32, 1, nb);
+        aspen_tensor loss = aspen_softmax_cross_entropy(g, io.logits, b->labels);
+        aspen_optimizer opt = {ASPEN_OPT_SGD, 0.9f, 0, 0.0f, 0.9f, 0.999f, 1e-8f};
+        st = aspen_graph_output(g, loss);
+        if (st == ASPEN_OK) st = aspen_graph_backward(g, loss);
+        if (st == ASPEN_OK) st = aspen_graph_optimizer(g, &opt);
+    } else if (st == ASPEN_OK) {
+        st = aspen_graph_output(g, io.probs != ASPEN_NONE ? io.probs : io.logits);
+    }
+    aspen_compile_opts co = {threads, 0};
+    if (st == ASPEN_OK) st = aspen_compile(g, &co, &b->prog);
+    aspen_graph_free(g);
+    if (st == ASPEN_OK) st = aspen_engine_new(b->prog, store, threads, &b->eng);
+    b->input = io.input;
+    b->classes = io.classes;
+    return st;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    int batch = 1, train = 0, threads = 0, steps = 10, warmup = 2, json = 0;
+    const char *input = NULL;
+    cli_opt opts[] = {
+        {"batch", OPT_INT, &batch, 1, 1 << 20, 0},
+        {"train", OPT_FLAG, &train, 0, 0, 0},
+        {"threads", OPT_INT, &threads, 1, 1024, 0},
+        {"steps", OPT_INT, &steps, 1, 1 << 20, 0},
+        {"warmup", OPT_INT, &warmup, 0, 1 << 20, 0},
+        {"input", OPT_STR, &input, 0, 0, 0},
+        {"json", OPT_FLAG, &json, 0, 0, 0},
+    };
+    cli_args a;
+    if (cli_parse("bench", argc, argv, opts, (int)(sizeof(opts) / sizeof(opts[0])), &a)) return 2;
+    int rc = 0;
+    aspen_model *m = NULL;
+    aspen_store *store = NULL;
+    bench_session b;
+    memset(&b, 0, sizeof(b));
+    double *times = NULL;
+    char *text = NULL;
+    if (a.help) {
+        fputs(usage_bench, stdout);
+        goto done;
+    }
+    if (a.npos != 1) {
+        rc = cli_usage_error("bench", "expected one MODEL file, got %d", a.npos);
+        goto done;
+    }
+    int ic = 0, ih = 0, iw = 0;
+    if (input && parse_chw(input, &ic, &ih, &iw)) {
+        rc = cli_usage_error("bench", "--input: expected CxHxW (e.g. 3x224x224), got '%s'", input);
+        goto done;
+    }
+    aspen_status st = aspen_model_load(a.pos[0], &m);
+    if (st == ASPEN_OK && input) {
+        text = retarget_text(aspen_model_text(m), ic, ih, iw);
+        aspen_model *m2 = NULL;
+        st = text ? aspen_model_parse(text, strlen(text), a.pos[0], &m2) : ASPEN_ENOMEM;
+        aspen_model_free(m);
+        m = m2;
+    }
+    store = st == ASPEN_OK ? aspen_store_new(1) : NULL;
+    if (st == ASPEN_OK && !store) st = ASPEN_ENOMEM;
+    double t_build = now();
+    if (st == ASPEN_OK) st = bench_build(m, store, batch, train, threads, &b);
+    t_build = now() - t_build;
+    times = calloc((size_t)steps, sizeof(double));
+    if (st == ASPEN_OK && !times) st = ASPEN_ENOMEM;
+    if (st != ASPEN_OK) {
+        rc = cli_fail(st);
+        goto done;
+    }
+    int c, h, w;
+    aspen_model_input(m, &c, &h, &w);
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    float *x = aspen_engine_data(b.eng, b.input);
+    int64_t nx = (int64_t)batch * c * h * w;
+    for (int64_t i = 0; i < nx; i++) x[i] = (float)(rng_next(&seed) >> 40) * (1.0f / 16777216.0f);
+    if (train) {
+        int32_t *lab = aspen_engine_data(b.eng, b.labels);
+        for (int i = 0; i < batch; i++) lab[i] = (int32_t)(rng_next(&seed) % (uint64_t)b.classes);
+    }
+    aspen_step s = {0.001f, 0};
+    for (int i = 0; i < warmup + steps && st == ASPEN_OK; i++) {
+        s.step = i + 1;
+        double t0 = now();
+        st = aspen_engine_run(b.eng, &s);
+        if (i >= warmup) times[i - warmup] = now() - t0;
+    }
+    if (st != ASPEN_OK) {
+        rc = cli_fail(st);
+        goto done;
+    }
+    qsort(times, (size_t)steps, sizeof(double), cmp_double);
+    double med = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
+    int nthreads = aspen_engine_threads(b.eng);
+    aspen_plan_stats ps;
+    aspen_program_stats(b.prog, &ps);
+    printf("%s %s %dx%dx%d batch %d, %d thread%s: %.3f ms/step (min %.3f, max %.3f, %d steps), "
+           "%.2f images/s\n",
+           aspen_model_name(m), train ? "train" : "inference", c, h, w, batch, nthreads,
+           nthreads == 1 ? "" : "s", med * 1e3, times[0] * 1e3, times[steps - 1] * 1e3, steps,
+           (double)batch / med);
+    printf("plan: arena %.1f MiB, persistent %.1f MiB, %d nodes, %d vertices; compile %.2f s\n",
+           (double)ps.arena_bytes / 1048576.0, (double)ps.persistent_bytes / 1048576.0, ps.nodes,
+           ps.vertices, t_build);
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", a.pos[0]);
+        cJSON_AddStringToObject(o, "mode", train ? "train" : "inference");
+        cJSON_AddNumberToObject(o, "batch", batch);
+        cJSON_AddNumberToObject(o, "threads", nthreads);
+        cJSON_AddNumberToObject(o, "channels", c);
+        cJSON_AddNumberToObject(o, "height", h);
+        cJSON_AddNumberToObject(o, "width", w);
+        cJSON_AddNumberToObject(o, "steps", steps);
+        cJSON_AddNumberToObject(o, "step_seconds", med);
+        cJSON_AddNumberToObject(o, "min_step_seconds", times[0]);
+        cJSON_AddNumberToObject(o, "max_step_seconds", times[steps - 1]);
+        cJSON_AddNumberToObject(o, "images_per_second", (double)batch / med);
+        cJSON_AddNumberToObject(o, "arena_bytes", (double)ps.arena_bytes);
+        cJSON_AddNumberToObject(o, "persistent_bytes", (double)ps.persistent_bytes);
+        char *js = cJSON_PrintUnformatted(o);
+        printf("%s\n", js);
+        free(js);
+        cJSON_Delete(o);
+    }
+done:
+    aspen_engine_free(b.eng);
+    aspen_program_free(b.prog);
+    aspen_store_free(store);
+    aspen_model_free(m);
+    free(times);
+    free(text);
+    free(a.pos);
+    return rc;
+}

@@ -56,8 +56,11 @@ $(B)/libaspen.a: $(LIB_OBJ)
 $(B)/aspen: $(CLI_OBJ) $(B)/libaspen.a
 	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(B)/libaspen.a $(LDLIBS)
 
+# The test binary wraps malloc/calloc/realloc to count aspen's allocations
+# (tests/test_memplan.c: no allocation inside a training step).
+TEST_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
 $(B)/test_aspen: $(TEST_OBJ) $(B)/libaspen.a
-	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(B)/libaspen.a $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(B)/libaspen.a $(LDLIBS) $(TEST_WRAP)
 
 # The suite, then the same suite under ASan+UBSan. TEST=substring filters tests.
 test: $(B)/test_aspen $(B)/aspen

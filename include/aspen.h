@@ -155,6 +155,8 @@ typedef struct {
     int nesterov;        /* SGD */
     float weight_decay;  /* SGD: added to the gradient (L2); Adam: decoupled (AdamW) */
     float beta1, beta2, eps; /* Adam */
+    int accumulate;      /* > 1: sum the gradients of this many runs (micro-batches),
+                            update on the last with their mean */
 } aspen_optimizer;
 
 /* Append one update op per parameter (after backward). The learning rate and
@@ -169,7 +171,12 @@ typedef enum {
     ASPEN_TENSOR_ACTIVATION = 3 /* produced by an op (activations, gradients) */
 } aspen_tensor_kind;
 
-typedef enum { ASPEN_PHASE_FORWARD = 0, ASPEN_PHASE_BACKWARD = 1, ASPEN_PHASE_UPDATE = 2 } aspen_phase;
+typedef enum {
+    ASPEN_PHASE_FORWARD = 0,
+    ASPEN_PHASE_BACKWARD = 1,
+    ASPEN_PHASE_UPDATE = 2,
+    ASPEN_PHASE_RECOMPUTE = 3 /* forward ops re-run in the backward pass */
+} aspen_phase;
 
 typedef struct {
     const char *op;       /* op name ("conv2d", "relu_bwd", ...) */
@@ -216,9 +223,20 @@ uint64_t aspen_store_seed(const aspen_store *s);
 
 typedef struct aspen_program aspen_program;
 
+typedef enum {
+    ASPEN_RECOMPUTE_NONE = 0, /* keep every activation the backward pass reads */
+    ASPEN_RECOMPUTE_NORM = 1, /* re-run batch norm, activations and adds; keep conv outputs */
+    ASPEN_RECOMPUTE_AUTO = 2, /* search: least extra compute within memory_budget (or least memory) */
+    ASPEN_RECOMPUTE_ALL = 3   /* sqrt(n) segments (Chen et al. 2016): keep only checkpoints */
+} aspen_recompute;
+
 typedef struct {
     int threads;   /* vertices are planned for this many threads; 0 = all cores */
     int no_reuse;  /* 1: every tensor gets its own buffer (testing, naive baseline) */
+    aspen_recompute recompute;
+    size_t memory_budget; /* bytes the whole plan may use (0 = no limit): an error
+                             names the smallest reachable peak when it cannot fit */
+    int poison;    /* debug: fill each transient tensor with NaN when it dies */
 } aspen_compile_opts;
 
 typedef struct {
@@ -228,6 +246,12 @@ typedef struct {
     size_t io_bytes;          /* inputs and outputs */
     int nodes, tensors, vertices;
     int inplace;              /* ops that write over their input */
+    size_t scratch_bytes;     /* per-thread workspace (im2col, GEMM packing), all threads */
+    size_t peak_bytes;        /* predicted: arena + persistent + I/O + scratch */
+    double recompute_macs;    /* extra multiply-accumulates of recomputation per step */
+    double macs;              /* multiply-accumulates of one run, recomputation included */
+    int recompute_nodes;      /* ops re-run in the backward pass */
+    aspen_recompute recompute;/* the policy the plan uses (auto resolved) */
 } aspen_plan_stats;
 
 /* Verify, infer shapes, schedule and plan memory. On success *out owns a copy
@@ -236,6 +260,22 @@ aspen_status aspen_compile(const aspen_graph *g, const aspen_compile_opts *o,
                            aspen_program **out);
 void aspen_program_free(aspen_program *p);
 void aspen_program_stats(const aspen_program *p, aspen_plan_stats *st);
+/* Live transient bytes at each step of the schedule (arrays of node-count
+ * entries), split by the phase of the op that produced them: forward
+ * activations (recomputed ones included) and backward values (gradients). */
+aspen_status aspen_program_liveness(const aspen_program *p, size_t *forward, size_t *backward);
+
+typedef struct {
+    const char *name;   /* tensor (the first of an in-place group) */
+    const char *layer;
+    size_t bytes;
+    int first, last;    /* live steps */
+    aspen_phase phase;  /* of its producer */
+} aspen_live_tensor;
+
+/* The transient tensors live at `step`, largest first; returns how many (<= max). */
+int aspen_program_live_at(const aspen_program *p, int step, aspen_live_tensor *out, int max);
+
 /* The program's schedule: node i in execution order, with its vertex count. */
 int aspen_program_node_count(const aspen_program *p);
 aspen_status aspen_program_node_info(const aspen_program *p, int i, aspen_node_info *info);
@@ -286,6 +326,13 @@ typedef struct {
  * dropout modes. */
 aspen_status aspen_model_build(const aspen_model *m, aspen_graph *g, int64_t batch,
                                int training, aspen_model_io *io);
+
+/* Build m's training graph: the model at `batch` in training mode, mean softmax
+ * cross-entropy of its logits against an I32 input "labels" (batch), the
+ * backward pass and opt's update. Logits and loss are marked as outputs. */
+aspen_status aspen_model_build_train(const aspen_model *m, aspen_graph *g, int64_t batch,
+                                     const aspen_optimizer *opt, aspen_model_io *io,
+                                     aspen_tensor *labels, aspen_tensor *loss);
 
 /* ---------------------------------------------------------------- data */
 
@@ -353,6 +400,10 @@ typedef struct {
     aspen_progress_fn progress;
     void *user;
     aspen_plan_stats *plan;   /* if not NULL: the training program's plan figures */
+    aspen_recompute recompute;
+    size_t memory_budget;     /* bytes (0: none) */
+    int micro_batch;          /* > 1: run each batch as this many pieces (batch-norm
+                                 statistics per piece), gradients accumulated */
 } aspen_train_opts;
 
 void aspen_train_opts_default(aspen_train_opts *o);

@@ -165,7 +165,7 @@ static int golden_run(const char *model, int threads, int expect_params, int64_t
     }
     aspen_optimizer opt = {.kind = ASPEN_OPT_SGD, .momentum = 0.9f};
     G_OK(aspen_graph_optimizer(g, &opt));
-    aspen_compile_opts co = {threads, 0};
+    aspen_compile_opts co = {.threads = threads};
     G_OK(aspen_compile(g, &co, &prog));
     store = aspen_store_new(1);
     G_CHECK(store != NULL, "out of memory");

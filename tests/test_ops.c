@@ -236,7 +236,7 @@ static int check_case(const grad_case *c, int threads)
         }
         aspen_graph_output(g, gr[i]);
     }
-    aspen_compile_opts co = {threads, 0};
+    aspen_compile_opts co = {.threads = threads};
     aspen_program *prog = NULL;
     aspen_store *store = aspen_store_new(42);
     aspen_engine *e = NULL;

@@ -38,12 +38,16 @@ struct aspen_program {
     size_t io_bytes;
     size_t scratch_bytes;  /* per thread: largest op scratch */
     int uses_gemm;
+    int poison;            /* engine fills dying transient tensors with NaN */
     aspen_plan_stats stats;
 };
 
 /* Compiler passes (src/compiler/<pass>.c). */
 aspen_status asp_pass_verify(const aspen_graph *g);
 aspen_status asp_pass_schedule(aspen_program *p);
+enum { ASP_RECOMPUTE_NONE = 0, ASP_RECOMPUTE_NORM = 1, ASP_RECOMPUTE_SEGMENTS = 2 };
+aspen_status asp_pass_recompute(aspen_program *p, int policy, size_t segment_bytes,
+                                double *extra_macs);
 aspen_status asp_pass_memplan(aspen_program *p, int no_reuse);
 
 #define ASP_ALIGN 64

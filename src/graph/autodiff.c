@@ -99,6 +99,8 @@ aspen_status aspen_graph_optimizer(aspen_graph *g, const aspen_optimizer *o)
         return asp_err(ASPEN_EINVAL, "adam: betas must be in [0, 1) and eps positive");
     if (!(o->momentum >= 0) || !(o->weight_decay >= 0))
         return asp_err(ASPEN_EINVAL, "optimizer: momentum and weight decay must be >= 0");
+    if (o->accumulate < 0 || o->accumulate > 65536)
+        return asp_err(ASPEN_EINVAL, "optimizer: accumulate must be in [0, 65536]");
     g->phase = ASP_PHASE_UPDATE;
     asp_attrs a;
     memset(&a, 0, sizeof(a));
@@ -108,17 +110,16 @@ aspen_status aspen_graph_optimizer(aspen_graph *g, const aspen_optimizer *o)
         if (g->t[i].kind != ASP_T_PARAM || g->grad[i] == ASPEN_NONE) continue;
         asp_tensor p = g->t[i];
         g->cur_layer = p.layer;
-        if (o->kind == ASPEN_OPT_SGD) {
-            aspen_tensor in[3] = {i, g->grad[i], ASPEN_NONE};
-            int n_in = 2;
-            if (o->momentum > 0) in[n_in++] = state_like(g, &p, "momentum");
-            asp_graph_node(g, ASP_OP_SGD_UPDATE, n_in, in, &a, NULL);
-        } else {
-            aspen_tensor m = state_like(g, &p, "adam_m");
-            aspen_tensor v = state_like(g, &p, "adam_v");
-            aspen_tensor in[4] = {i, g->grad[i], m, v};
-            asp_graph_node(g, ASP_OP_ADAM_UPDATE, 4, in, &a, NULL);
+        aspen_tensor in[5] = {i, g->grad[i]};
+        int n_in = 2;
+        if (o->kind == ASPEN_OPT_SGD && o->momentum > 0) in[n_in++] = state_like(g, &p, "momentum");
+        if (o->kind == ASPEN_OPT_ADAM) {
+            in[n_in++] = state_like(g, &p, "adam_m");
+            in[n_in++] = state_like(g, &p, "adam_v");
         }
+        if (o->accumulate > 1) in[n_in++] = state_like(g, &p, "grad_acc");
+        asp_graph_node(g, o->kind == ASPEN_OPT_SGD ? ASP_OP_SGD_UPDATE : ASP_OP_ADAM_UPDATE, n_in,
+                       in, &a, NULL);
     }
     g->has_optimizer = 1;
     if (g->err) return asp_err(g->err, "%s", g->errmsg);

@@ -23,7 +23,12 @@ typedef enum {
     ASP_T_ACT = 3    /* produced by a node: transient unless marked as output */
 } asp_tensor_kind;
 
-typedef enum { ASP_PHASE_FORWARD = 0, ASP_PHASE_BACKWARD = 1, ASP_PHASE_UPDATE = 2 } asp_phase;
+typedef enum {
+    ASP_PHASE_FORWARD = 0,
+    ASP_PHASE_BACKWARD = 1,
+    ASP_PHASE_UPDATE = 2,
+    ASP_PHASE_RECOMPUTE = 3 /* forward ops re-run in the backward pass */
+} asp_phase;
 
 typedef struct {
     char name[ASP_NAME_MAX];

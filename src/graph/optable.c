@@ -30,6 +30,8 @@ const asp_op_def asp_ops[ASP_OP_COUNT] = {
                      NULL, asp_tanh_forward, asp_tanh_backward, NULL},
     [ASP_OP_BATCHNORM] = {"batchnorm", 5, 3, ASP_OPF_MUTATES, asp_bn_infer, asp_bn_vertices,
                           NULL, asp_bn_forward, asp_bn_backward, NULL},
+    [ASP_OP_BATCHNORM_APPLY] = {"batchnorm_apply", 5, 1, NG, asp_bn_apply_infer,
+                                asp_bn_vertices, NULL, asp_bn_apply_forward, NULL, NULL},
     [ASP_OP_DROPOUT] = {"dropout", 1, 2, ASP_OPF_ELEMENTWISE, asp_dropout_infer, EW, NULL,
                         asp_dropout_forward, asp_dropout_backward, NULL},
     [ASP_OP_ADD] = {"add", 2, 1, ASP_OPF_ELEMENTWISE | ASP_OPF_INPLACE, asp_add_infer, EW, NULL,
@@ -94,6 +96,6 @@ const asp_op_def asp_ops[ASP_OP_COUNT] = {
                         asp_mse_bwd_forward, NULL, NULL},
     [ASP_OP_SGD_UPDATE] = {"sgd_update", -1, 0, NG | ASP_OPF_MUTATES, asp_update_infer,
                            asp_update_vertices, NULL, asp_sgd_forward, NULL, NULL},
-    [ASP_OP_ADAM_UPDATE] = {"adam_update", 4, 0, NG | ASP_OPF_MUTATES, asp_update_infer,
+    [ASP_OP_ADAM_UPDATE] = {"adam_update", -1, 0, NG | ASP_OPF_MUTATES, asp_update_infer,
                             asp_update_vertices, NULL, asp_adam_forward, NULL, NULL},
 };

@@ -40,6 +40,7 @@ FWD(asp_tanh_bwd_forward) INFER(asp_mul_infer) FWD(asp_mul_forward) BWD(asp_mul_
 INFER(asp_fill_infer) FWD(asp_fill_forward)
 /* norm.c */
 INFER(asp_bn_infer) VERT(asp_bn_vertices) FWD(asp_bn_forward) BWD(asp_bn_backward)
+INFER(asp_bn_apply_infer) FWD(asp_bn_apply_forward)
 INFER(asp_bn_bwd_infer) VERT(asp_bn_bwd_vertices) FWD(asp_bn_bwd_forward)
 INFER(asp_dropout_infer) FWD(asp_dropout_forward) BWD(asp_dropout_backward)
 /* tensor.c */

@@ -45,6 +45,17 @@ int asp_bn_vertices(const asp_tensor *t, const asp_node *n, int threads)
     return v < threads ? (int)v : threads;
 }
 
+static void apply_channel(const float *x, float *y, int64_t N, int64_t C, int64_t S, int64_t c,
+                          float gamma, float beta, float mean, float invstd)
+{
+    float scale = gamma * invstd, shift = beta - mean * scale;
+    for (int64_t i = 0; i < N; i++) {
+        const float *p = x + (i * C + c) * S;
+        float *q = y + (i * C + c) * S;
+        for (int64_t j = 0; j < S; j++) q[j] = p[j] * scale + shift;
+    }
+}
+
 void asp_bn_forward(const asp_kctx *k)
 {
     const asp_tensor *xt = ASP_TIN(k, 0);
@@ -77,16 +88,31 @@ void asp_bn_forward(const asp_kctx *k)
             m = rmean[c];
             var = rvar[c];
         }
-        float mf = (float)m, is = (float)(1.0 / sqrt(var + a->eps));
-        mean[c] = mf;
-        invstd[c] = is;
-        float scale = gamma[c] * is, shift = beta[c] - mf * scale;
-        for (int64_t i = 0; i < N; i++) {
-            const float *p = x + (i * C + c) * S;
-            float *q = y + (i * C + c) * S;
-            for (int64_t j = 0; j < S; j++) q[j] = p[j] * scale + shift;
-        }
+        mean[c] = (float)m;
+        invstd[c] = (float)(1.0 / sqrt(var + a->eps));
+        apply_channel(x, y, N, C, S, c, gamma[c], beta[c], mean[c], invstd[c]);
     }
+}
+
+/* batchnorm_apply: y from x and the statistics a batchnorm saved - the exact
+ * arithmetic of its forward, so a recomputed output is bit-identical and the
+ * running statistics are not updated twice. */
+aspen_status asp_bn_apply_infer(const aspen_graph *g, const asp_node *n, asp_tensor **out)
+{
+    asp_copy_shape(out[0], &g->t[n->in[0]]);
+    return ASPEN_OK;
+}
+
+void asp_bn_apply_forward(const asp_kctx *k)
+{
+    const asp_tensor *xt = ASP_TIN(k, 0);
+    int64_t N = xt->shape[0], C = xt->shape[1], S = asp_numel(xt) / (N * C);
+    const float *gamma = ASP_IN(k, 1), *beta = ASP_IN(k, 2), *mean = ASP_IN(k, 3);
+    const float *invstd = ASP_IN(k, 4);
+    int64_t lo, hi;
+    asp_split(C, k->nvertex, k->vertex, 1, &lo, &hi);
+    for (int64_t c = lo; c < hi; c++)
+        apply_channel(ASP_IN(k, 0), ASP_OUT(k, 0), N, C, S, c, gamma[c], beta[c], mean[c], invstd[c]);
 }
 
 aspen_status asp_bn_backward(aspen_graph *g, const asp_node *n, const aspen_tensor *dout,

@@ -30,6 +30,7 @@
     X(SOFTMAX, 15) \
     X(SOFTMAX_CE, 16) \
     X(MSE, 17) \
+    X(BATCHNORM_APPLY, 18) \
     X(FILL, 30) \
     X(DENSE_BWD_DATA, 31) \
     X(DENSE_BWD_WEIGHT, 32) \

@@ -28,17 +28,46 @@ int asp_update_vertices(const asp_tensor *t, const asp_node *n, int threads)
     return v < threads ? (int)v : threads;
 }
 
+/* With accumulation (a.opt.accumulate = M > 1) the last input holds the
+ * gradient sum: runs 1..M-1 of each group only add into it; run M adds and
+ * then updates with the mean. Returns whether this run updates; *acc is the
+ * sum buffer (NULL without accumulation). */
+static int accumulate(const asp_kctx *k, float **acc)
+{
+    int M = k->node->a.opt.accumulate;
+    if (M <= 1) {
+        *acc = NULL;
+        return 1;
+    }
+    *acc = ASP_IN(k, k->node->n_in - 1);
+    return (int)((k->step->step - 1) % M) + 1 == M ? 1 : 0;
+}
+
+static void add_grad(const asp_kctx *k, float *acc, const float *gr, int64_t lo, int64_t hi)
+{
+    int first = (k->step->step - 1) % k->node->a.opt.accumulate == 0;
+    for (int64_t i = lo; i < hi; i++) acc[i] = first ? gr[i] : acc[i] + gr[i];
+}
+
 void asp_sgd_forward(const asp_kctx *k)
 {
     const aspen_optimizer *o = &k->node->a.opt;
     float *p = ASP_IN(k, 0);
     const float *gr = ASP_IN(k, 1);
-    float *buf = k->node->n_in == 3 ? ASP_IN(k, 2) : NULL;
+    float *buf = o->momentum > 0 ? ASP_IN(k, 2) : NULL;
     float lr = k->step->lr, wd = o->weight_decay, mom = o->momentum;
     int64_t lo, hi;
     asp_split(asp_numel(ASP_TIN(k, 0)), k->nvertex, k->vertex, 16, &lo, &hi);
+    float *acc;
+    int apply = accumulate(k, &acc);
+    float inv = acc ? 1.0f / (float)o->accumulate : 1.0f;
+    if (acc) {
+        add_grad(k, acc, gr, lo, hi);
+        if (!apply) return;
+        gr = acc;
+    }
     for (int64_t i = lo; i < hi; i++) {
-        float g = gr[i] + wd * p[i];
+        float g = gr[i] * inv + wd * p[i];
         if (buf) {
             buf[i] = mom * buf[i] + g;
             g = o->nesterov ? g + mom * buf[i] : buf[i];
@@ -53,13 +82,22 @@ void asp_adam_forward(const asp_kctx *k)
     float *p = ASP_IN(k, 0), *m = ASP_IN(k, 2), *v = ASP_IN(k, 3);
     const float *gr = ASP_IN(k, 1);
     float lr = k->step->lr;
-    double t = (double)(k->step->step > 0 ? k->step->step : 1);
+    int M = o->accumulate > 1 ? o->accumulate : 1;
+    double t = (double)((k->step->step > 0 ? k->step->step - 1 : 0) / M + 1);
     float bc1 = (float)(1.0 - pow(o->beta1, t)), bc2 = (float)(1.0 - pow(o->beta2, t));
     float decay = 1.0f - lr * o->weight_decay;
     int64_t lo, hi;
     asp_split(asp_numel(ASP_TIN(k, 0)), k->nvertex, k->vertex, 16, &lo, &hi);
+    float *acc;
+    int apply = accumulate(k, &acc);
+    float inv = acc ? 1.0f / (float)M : 1.0f;
+    if (acc) {
+        add_grad(k, acc, gr, lo, hi);
+        if (!apply) return;
+        gr = acc;
+    }
     for (int64_t i = lo; i < hi; i++) {
-        float g = gr[i];
+        float g = gr[i] * inv;
         m[i] = o->beta1 * m[i] + (1.0f - o->beta1) * g;
         v[i] = o->beta2 * v[i] + (1.0f - o->beta2) * g * g;
         float mh = m[i] / bc1, vh = v[i] / bc2;

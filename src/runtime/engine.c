@@ -27,8 +27,15 @@ typedef struct {
     int sense;
 } worker;
 
+typedef struct {
+    char *at;
+    size_t bytes;
+} region;
+
 struct aspen_engine {
     const aspen_program *p;
+    region *dying;       /* poison mode: regions whose last reader is each step */
+    int *dying_start;    /* step s: dying[dying_start[s] .. dying_start[s+1]) */
     aspen_store *store;
     void **data;
     char *arena, *io, *scratch, *gemm;
@@ -58,6 +65,39 @@ static void barrier(aspen_engine *e, worker *w)
         if (spins > 4000) sched_yield();
 }
 
+/* Debug mode: fill the memory of every transient tensor group whose last
+ * reader just ran with NaN, so a read after its death shows up in the loss. */
+static void poison(aspen_engine *e, int step)
+{
+    static const uint32_t nan_bits = 0x7fc00001u;
+    for (int r = e->dying_start[step]; r < e->dying_start[step + 1]; r++) {
+        uint32_t *q = (uint32_t *)(void *)e->dying[r].at;
+        for (size_t i = 0; i < e->dying[r].bytes / 4; i++) q[i] = nan_bits;
+    }
+}
+
+static aspen_status plan_poison(aspen_engine *e)
+{
+    const aspen_program *p = e->p;
+    int n = 0;
+    for (int i = 0; i < p->nt; i++)
+        n += p->place[i].storage == ASP_STORE_ARENA && p->place[i].group == i;
+    e->dying = asp_array((size_t)(n ? n : 1), sizeof(*e->dying));
+    e->dying_start = asp_calloc((size_t)p->nn + 1, sizeof(int));
+    if (!e->dying || !e->dying_start) return ASPEN_ENOMEM;
+    int k = 0;
+    for (int s = 0; s < p->nn; s++) {
+        e->dying_start[s] = k;
+        for (int i = 0; i < p->nt; i++) {
+            const asp_placement *pl = &p->place[i];
+            if (pl->storage == ASP_STORE_ARENA && pl->group == i && pl->last == s)
+                e->dying[k++] = (region){e->arena + pl->offset, asp_tensor_bytes(&p->t[i])};
+        }
+    }
+    e->dying_start[p->nn] = k;
+    return ASPEN_OK;
+}
+
 static void run_program(aspen_engine *e, worker *w)
 {
     const aspen_program *p = e->p;
@@ -78,6 +118,10 @@ static void run_program(aspen_engine *e, worker *w)
             fwd(&k);
         }
         if (e->threads > 1) barrier(e, w);
+        if (e->dying_start) {
+            if (w->tid == 0) poison(e, i);
+            if (e->threads > 1) barrier(e, w);
+        }
     }
 }
 
@@ -168,6 +212,7 @@ aspen_status aspen_engine_new(const aspen_program *p, aspen_store *store, int th
             if (created) init_tensor(t, aspen_store_seed(store), e->data[i]);
         }
     }
+    if (p->poison && (st = plan_poison(e)) != ASPEN_OK) goto fail;
     for (int i = 0; i < e->threads; i++) e->w[i] = (worker){e, i, 0};
     for (int i = 1; i < e->threads; i++) {
         if (pthread_create(&e->tids[i], NULL, worker_main, &e->w[i]) != 0) {
@@ -194,6 +239,8 @@ void aspen_engine_free(aspen_engine *e)
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     free(e->data);
+    free(e->dying);
+    free(e->dying_start);
     asp_free_aligned(e->arena);
     asp_free_aligned(e->io);
     asp_free_aligned(e->scratch);

@@ -39,7 +39,9 @@ static aspen_status infer_new(const aspen_model *m, aspen_store *store, int64_t 
     aspen_model_io io;
     aspen_status st = aspen_model_build(m, g, batch, 0, &io);
     if (st == ASPEN_OK) st = aspen_graph_output(g, io.logits);
-    aspen_compile_opts co = {threads, 0};
+    aspen_compile_opts co;
+    memset(&co, 0, sizeof(co));
+    co.threads = threads;
     if (st == ASPEN_OK) st = aspen_compile(g, &co, &s->prog);
     aspen_graph_free(g);
     if (st == ASPEN_OK) st = aspen_engine_new(s->prog, store, threads, &s->eng);
@@ -198,6 +200,24 @@ static void train_free(train_session *t)
     aspen_program_free(t->prog);
 }
 
+aspen_status aspen_model_build_train(const aspen_model *m, aspen_graph *g, int64_t batch,
+                                     const aspen_optimizer *opt, aspen_model_io *io,
+                                     aspen_tensor *labels, aspen_tensor *loss)
+{
+    aspen_status st = aspen_model_build(m, g, batch, 1, io);
+    if (st != ASPEN_OK) return st;
+    int64_t nb[1] = {batch};
+    *labels = aspen_input(g, "labels", ASPEN_I32, 1, nb);
+    *loss = aspen_softmax_cross_entropy(g, io->logits, *labels);
+    st = aspen_graph_status(g);
+    if (st != ASPEN_OK) return asp_err(st, "%s", aspen_graph_errmsg(g));
+    if (st == ASPEN_OK) st = aspen_graph_output(g, io->logits);
+    if (st == ASPEN_OK) st = aspen_graph_output(g, *loss);
+    if (st == ASPEN_OK) st = aspen_graph_backward(g, *loss);
+    if (st == ASPEN_OK) st = aspen_graph_optimizer(g, opt);
+    return st;
+}
+
 static aspen_status train_new(const aspen_model *m, aspen_store *store, const aspen_train_opts *o,
                               train_session *t)
 {
@@ -205,17 +225,15 @@ static aspen_status train_new(const aspen_model *m, aspen_store *store, const as
     aspen_graph *g = aspen_graph_new();
     if (!g) return ASPEN_ENOMEM;
     aspen_model_io io;
-    aspen_status st = aspen_model_build(m, g, o->batch, 1, &io);
-    int64_t nb[1] = {o->batch};
-    t->labels = aspen_input(g, "labels", ASPEN_I32, 1, nb);
-    t->loss = aspen_softmax_cross_entropy(g, io.logits, t->labels);
-    if (st == ASPEN_OK) st = aspen_graph_status(g);
-    if (st != ASPEN_OK) st = asp_err(st, "%s", aspen_graph_errmsg(g));
-    if (st == ASPEN_OK) st = aspen_graph_output(g, io.logits);
-    if (st == ASPEN_OK) st = aspen_graph_output(g, t->loss);
-    if (st == ASPEN_OK) st = aspen_graph_backward(g, t->loss);
-    if (st == ASPEN_OK) st = aspen_graph_optimizer(g, &o->opt);
-    aspen_compile_opts co = {o->threads, 0};
+    aspen_optimizer opt = o->opt;
+    opt.accumulate = o->micro_batch > 1 ? o->micro_batch : 1;
+    aspen_status st = aspen_model_build_train(m, g, o->batch / opt.accumulate, &opt, &io,
+                                              &t->labels, &t->loss);
+    aspen_compile_opts co;
+    memset(&co, 0, sizeof(co));
+    co.threads = o->threads;
+    co.recompute = o->recompute;
+    co.memory_budget = o->memory_budget;
     if (st == ASPEN_OK) st = aspen_compile(g, &co, &t->prog);
     aspen_graph_free(g);
     if (st == ASPEN_OK && o->plan) aspen_program_stats(t->prog, o->plan);
@@ -236,6 +254,10 @@ aspen_status aspen_train(const aspen_model *m, aspen_store *store, const aspen_d
 {
     if (o->batch < 1 || o->epochs < 1)
         return asp_err(ASPEN_EINVAL, "train: batch and epochs must be >= 1");
+    int pieces = o->micro_batch > 1 ? o->micro_batch : 1;
+    if (o->batch % pieces)
+        return asp_err(ASPEN_EINVAL, "train: batch %d is not a multiple of micro-batch count %d",
+                       o->batch, pieces);
     if (!(o->lr > 0.0f) || !isfinite(o->lr))
         return asp_err(ASPEN_EINVAL, "train: learning rate must be positive");
     int64_t n = o->limit > 0 && o->limit < train->n ? o->limit : train->n;
@@ -282,28 +304,35 @@ aspen_status aspen_train(const aspen_model *m, aspen_store *store, const aspen_d
         double t0 = asp_now(), loss_sum = 0.0;
         int64_t correct = 0;
         aspen_step s = {aspen_train_lr(o, e), 0};
-        for (int64_t b = 0; b < batches; b++) {
-            for (int64_t i = 0; i < o->batch; i++) {
-                int64_t src = perm[b * o->batch + i];
-                memcpy(in + i * isz, train->x + src * isz, (size_t)isz * sizeof(float));
-                lab[i] = train->y[src];
+        int64_t piece = o->batch / pieces;
+        for (int64_t b = 0; b < batches && st == ASPEN_OK; b++) {
+            double batch_loss = 0.0;
+            for (int q = 0; q < pieces; q++) {
+                for (int64_t i = 0; i < piece; i++) {
+                    int64_t src = perm[b * o->batch + q * piece + i];
+                    memcpy(in + i * isz, train->x + src * isz, (size_t)isz * sizeof(float));
+                    lab[i] = train->y[src];
+                }
+                s.step = ++step;
+                st = aspen_engine_run(t.eng, &s);
+                if (st != ASPEN_OK) break;
+                if (!isfinite(*lossp)) {
+                    st = asp_err(ASPEN_ENUMERIC,
+                                 "train: loss is %s at epoch %d, step %lld (lower --lr?)",
+                                 isnan(*lossp) ? "NaN" : "infinite", e + 1, (long long)step);
+                    break;
+                }
+                batch_loss += *lossp;
+                for (int64_t i = 0; i < piece; i++) {
+                    const float *row = logits + i * t.classes;
+                    int best = 0;
+                    for (int j = 1; j < t.classes; j++)
+                        if (row[j] > row[best]) best = j;
+                    correct += best == lab[i];
+                }
             }
-            s.step = ++step;
-            st = aspen_engine_run(t.eng, &s);
             if (st != ASPEN_OK) break;
-            if (!isfinite(*lossp)) {
-                st = asp_err(ASPEN_ENUMERIC, "train: loss is %s at epoch %d, step %lld (lower --lr?)",
-                             isnan(*lossp) ? "NaN" : "infinite", e + 1, (long long)step);
-                break;
-            }
-            loss_sum += *lossp;
-            for (int64_t i = 0; i < o->batch; i++) {
-                const float *row = logits + i * t.classes;
-                int best = 0;
-                for (int j = 1; j < t.classes; j++)
-                    if (row[j] > row[best]) best = j;
-                correct += best == lab[i];
-            }
+            loss_sum += batch_loss / pieces;
             if (o->progress && ((b + 1) % 20 == 0 || b + 1 == batches)) {
                 es.train_loss = loss_sum / (double)(b + 1);
                 es.train_accuracy = (double)correct / (double)((b + 1) * o->batch);

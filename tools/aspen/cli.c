@@ -33,6 +33,43 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     return 2;
 }
 
+int cli_parse_size(const char *s, size_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    if (*s == '-' || *s == '+') return -1;
+    double v = strtod(s, &end);
+    if (errno || end == s || !isfinite(v) || v < 0) return -1;
+    double mul = 1;
+    if (*end) {
+        switch (*end == 'k' ? 'K' : *end) {
+        case 'K': mul = 1024.0; break;
+        case 'M': mul = 1048576.0; break;
+        case 'G': mul = 1073741824.0; break;
+        case 'T': mul = 1099511627776.0; break;
+        case 'B': mul = 1; end--; break;
+        default: return -1;
+        }
+        end++;
+        if (strcmp(end, "iB") && strcmp(end, "B") && strcmp(end, "")) return -1;
+    }
+    v *= mul;
+    if (v > 9.0e18 || v != v) return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+int cli_parse_recompute(const char *s, aspen_recompute *out)
+{
+    static const char *names[] = {"none", "norm", "auto", "all"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (aspen_recompute)i;
+            return 0;
+        }
+    return -1;
+}
+
 static int set_value(const char *cmd, cli_opt *o, const char *v)
 {
     char *end = NULL;
@@ -66,6 +103,11 @@ static int set_value(const char *cmd, cli_opt *o, const char *v)
         *(float *)o->dst = (float)x;
         return 0;
     }
+    case OPT_SIZE:
+        if (cli_parse_size(v, (size_t *)o->dst))
+            return cli_usage_error(cmd, "--%s: expected a size like 2GiB, 512MiB or 1000000, got '%s'",
+                                   o->name, v);
+        return 0;
     case OPT_FLAG: *(int *)o->dst = 1; return 0;
     }
     return 2;

@@ -29,12 +29,13 @@ typedef struct {
     int nopts;
 } cli_args;
 
-typedef enum { OPT_FLAG, OPT_STR, OPT_INT, OPT_FLOAT, OPT_U64 } cli_opt_kind;
+typedef enum { OPT_FLAG, OPT_STR, OPT_INT, OPT_FLOAT, OPT_U64, OPT_SIZE } cli_opt_kind;
 
 typedef struct cli_opt {
     const char *name; /* without the leading -- */
     cli_opt_kind kind;
-    void *dst;        /* int* for FLAG/INT, const char** for STR, float*, uint64_t* */
+    void *dst;        /* int* for FLAG/INT, const char** for STR, float*, uint64_t*,
+                         size_t* for SIZE ("2GiB", "512M", "1.5G", "1000000") */
     double min, max;  /* numeric range, inclusive */
     int seen;
 } cli_opt;
@@ -46,6 +47,11 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, int nopts, 
 int cli_fail(aspen_status st);
 /* Print "aspen <cmd>: <fmt>" and return 2 (usage errors). */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parse a byte size: a number with an optional K/M/G/T suffix (powers of 1024;
+ * "KiB", "KB", "k" all accepted). 0 on success. */
+int cli_parse_size(const char *s, size_t *out);
+/* Parse --recompute none|norm|auto|all; 0 on success. */
+int cli_parse_recompute(const char *s, aspen_recompute *out);
 /* Whether stderr is a terminal (progress bars). */
 int cli_tty(void);
 
@@ -54,6 +60,8 @@ int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 
 extern const char usage_train[], usage_eval[], usage_predict[];
+int cmd_plan(int, char **);
+extern const char usage_plan[];
 int cmd_bench(int, char **);
 extern const char usage_bench[];
 

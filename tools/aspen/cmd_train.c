@@ -29,6 +29,12 @@ const char usage_train[] =
     "  --threads T         threads (default: all cores)\n"
     "  --seed S            seed of weights, shuffling and dropout (default 1)\n"
     "  --limit N           train on the first N images only\n"
+    "  --recompute P       none, norm, auto or all: re-run cheap forward ops in the\n"
+    "                      backward pass instead of keeping their outputs (default none)\n"
+    "  --memory SIZE       memory budget for the plan (e.g. 2GiB); with --recompute auto\n"
+    "                      the cheapest plan that fits is chosen\n"
+    "  --micro-batch M     run each batch as M pieces, accumulating gradients (batch-norm\n"
+    "                      statistics per piece): activation memory falls M times\n"
     "  --out FILE          save a checkpoint (safetensors) here\n"
     "  --json              last line of output: one JSON object with the figures\n"
     "  --quiet             no per-epoch lines\n";
@@ -68,6 +74,7 @@ int cmd_train(int argc, char **argv)
     aspen_train_opts_default(&o);
     float lr = 0.0f, momentum = 0.9f, wd = 0.0f;
     int nesterov = 0, json = 0, quiet = 0, limit = 0;
+    const char *recompute = "none";
     uint64_t seed = 1;
     cli_opt opts[] = {
         {"data", OPT_STR, &data, 0, 0, 0},
@@ -82,6 +89,9 @@ int cmd_train(int argc, char **argv)
         {"threads", OPT_INT, &o.threads, 1, 1024, 0},
         {"seed", OPT_U64, &seed, 0, 0, 0},
         {"limit", OPT_INT, &limit, 1, 2000000000, 0},
+        {"recompute", OPT_STR, &recompute, 0, 0, 0},
+        {"memory", OPT_SIZE, &o.memory_budget, 0, 0, 0},
+        {"micro-batch", OPT_INT, &o.micro_batch, 1, 65536, 0},
         {"out", OPT_STR, &out, 0, 0, 0},
         {"json", OPT_FLAG, &json, 0, 0, 0},
         {"quiet", OPT_FLAG, &quiet, 0, 0, 0},
@@ -120,6 +130,14 @@ int cmd_train(int argc, char **argv)
     else if (strcmp(sched, "cosine") == 0) o.schedule = ASPEN_SCHED_COSINE;
     else {
         rc = cli_usage_error("train", "--schedule: expected constant, step or cosine, got '%s'", sched);
+        goto done;
+    }
+    if (cli_parse_recompute(recompute, &o.recompute)) {
+        rc = cli_usage_error("train", "--recompute: expected none, norm, auto or all, got '%s'", recompute);
+        goto done;
+    }
+    if (o.micro_batch > 1 && o.batch % o.micro_batch) {
+        rc = cli_usage_error("train", "--micro-batch %d does not divide --batch %d", o.micro_batch, o.batch);
         goto done;
     }
     o.opt.momentum = o.opt.kind == ASPEN_OPT_SGD ? momentum : 0.0f;

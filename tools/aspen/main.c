@@ -10,6 +10,7 @@ static const cli_command commands[] = {
     {"train", "train a model on a data set, save a checkpoint", usage_train, cmd_train},
     {"eval", "evaluate a checkpoint on a data set's test split", usage_eval, cmd_eval},
     {"predict", "classify images with a checkpoint", usage_predict, cmd_predict},
+    {"plan", "show a model's compiled memory plan (liveness, arena, recomputation)", usage_plan, cmd_plan},
     {"bench", "time forward passes or training steps on synthetic input", usage_bench, cmd_bench},
 };
 

@@ -23,7 +23,7 @@ WARN += -Werror
 endif
 CPPFLAGS := -Iinclude -Isrc -D_GNU_SOURCE -MMD -MP
 CFLAGS := -std=c11 $(OPT) -g $(WARN) $(SANFLAGS) -pthread -fno-strict-aliasing
-LDLIBS := -lcjson -lpng -lz -lm -pthread
+LDLIBS := -lcjson -lpng -lz -lm -pthread -lprotobuf-c
 
 ISA_AVX2 := -mavx2 -mfma
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma
@@ -32,10 +32,29 @@ LIB_SRC := $(sort $(wildcard src/*/*.c))
 CLI_SRC := $(sort $(wildcard tools/aspen/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/obj/%.o)
+
+# ONNX: C code generated at build time by protobuf-c (protoc-c) from the
+# onnx.proto of Debian's libonnx-dev, into $(B)/gen/onnx/ (not in the tree).
+# Generated code is compiled without the project's warnings.
+# protoc-c reads it as onnx/onnx.proto under -I/usr/include.
+ONNX_PROTO := /usr/include/onnx/onnx.proto
+ONNX_GEN := $(B)/gen/onnx/onnx.pb-c.c
+LIB_OBJ += $(B)/obj/gen/onnx.pb-c.o
+CPPFLAGS += -I$(B)/gen
 CLI_OBJ := $(CLI_SRC:%.c=$(B)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/obj/%.o)
 
 all: $(B)/aspen $(B)/libaspen.a
+
+# ONNX generated code (see ONNX_PROTO above)
+$(B)/gen/onnx/onnx.pb-c.h: $(ONNX_GEN)
+$(ONNX_GEN): $(ONNX_PROTO)
+	@mkdir -p $(B)/gen
+	protoc-c --c_out=$(B)/gen -I/usr/include onnx/onnx.proto
+$(B)/obj/gen/onnx.pb-c.o: $(ONNX_GEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -w -c $< -o $@
+$(filter $(B)/obj/src/io/onnx%.o $(B)/obj/tests/test_onnx.o,$(LIB_OBJ) $(TEST_OBJ)): | $(B)/gen/onnx/onnx.pb-c.h
 
 $(B)/obj/%_avx512.o: %_avx512.c
 	@mkdir -p $(dir $@)

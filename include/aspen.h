@@ -420,6 +420,26 @@ aspen_status aspen_evaluate(const aspen_model *m, aspen_store *store, const aspe
 aspen_status aspen_predict(const aspen_model *m, aspen_store *store, const float *images,
                            int64_t n, int threads, float *probs, int *classes);
 
+/* ---------------------------------------------------------------- ONNX */
+
+/* Outcome of one ONNX backend test case (a directory holding model.onnx and
+ * test_data_set_N/input_K.pb and output_K.pb). */
+typedef enum { ASPEN_ONNX_PASS = 0, ASPEN_ONNX_FAIL = 1, ASPEN_ONNX_UNSUPPORTED = 2 } aspen_onnx_outcome;
+
+typedef struct {
+    aspen_onnx_outcome outcome;
+    char op_types[256];  /* the model's op types, comma-separated */
+    char message[384];   /* why it failed or is unsupported ("" on pass) */
+    double max_abs_err;  /* largest |aspen - expected| over the outputs */
+} aspen_onnx_case;
+
+/* Run the case in `dir` with ONNX's tolerances (|a - e| <= 1e-7 + 1e-3 |e|),
+ * each data set's inputs giving the input shapes. Returns ASPEN_OK when the
+ * case could be judged (outcome in *r), an error when dir is not a case. */
+aspen_status aspen_onnx_run_case(const char *dir, int threads, aspen_onnx_case *r);
+/* The ONNX op types the importer handles (NULL-terminated static list). */
+const char *const *aspen_onnx_supported_ops(void);
+
 #ifdef __cplusplus
 }
 #endif

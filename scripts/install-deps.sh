@@ -8,7 +8,8 @@
 set -euo pipefail
 
 pkgs=(build-essential zlib1g-dev libpng-dev libcjson-dev dataset-fashion-mnist
-      nodejs npm graphviz)
+      nodejs npm graphviz libprotobuf-c-dev protobuf-c-compiler libonnx-dev
+      libonnx-testdata)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "aspen.h"
+#include "ops/darknet.h"
+#include "ops/onnx_attrs.h"
 #include "ops/ops.h"
 #include "test.h"
 
@@ -162,6 +164,153 @@ static aspen_tensor b_residual(aspen_graph *g, const aspen_tensor *p, aspen_tens
     return aspen_add(g, aspen_tanh(g, r), r);
 }
 
+static aspen_tensor b_darknet_shortcut(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)
+{
+    return asp_darknet_shortcut(g, p[0], p[1]);
+}
+
+/* ONNX ops (src/ops/onnx_*.c): built through their attribute record */
+static aspen_tensor ox1(aspen_graph *g, int op, aspen_tensor x, const asp_ox_attrs *a)
+{
+    asp_ox_attrs z;
+    memset(&z, 0, sizeof(z));
+    return asp_ox_node(g, op, 1, &x, a ? a : &z);
+}
+static aspen_tensor ox2(aspen_graph *g, int op, aspen_tensor x, aspen_tensor y)
+{
+    asp_ox_attrs z;
+    memset(&z, 0, sizeof(z));
+    aspen_tensor in[2] = {x, y};
+    return asp_ox_node(g, op, 2, in, &z);
+}
+/* x mapped into [1.5, 2.5] (log, sqrt, reciprocal, pow, div need positive values) */
+static aspen_tensor positive(aspen_graph *g, aspen_tensor x)
+{
+    asp_ox_attrs a;
+    memset(&a, 0, sizeof(a));
+    a.f[0] = 0.5f;
+    a.f[1] = 2.0f;
+    return ox1(g, ASP_OP_AFFINE, x, &a);
+}
+#define UNARY_CASE(fn, op, f0, f1, pos)                                                 \
+    static aspen_tensor fn(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)       \
+    {                                                                                   \
+        asp_ox_attrs a;                                                                 \
+        memset(&a, 0, sizeof(a));                                                       \
+        a.f[0] = f0;                                                                    \
+        a.f[1] = f1;                                                                    \
+        return ox1(g, op, pos ? positive(g, p[0]) : p[0], &a);                          \
+    }
+UNARY_CASE(b_exp, ASP_OP_EXP, 0, 0, 0)
+UNARY_CASE(b_log, ASP_OP_LOG, 0, 0, 1)
+UNARY_CASE(b_sqrt, ASP_OP_SQRT, 0, 0, 1)
+UNARY_CASE(b_neg, ASP_OP_NEG, 0, 0, 0)
+UNARY_CASE(b_abs, ASP_OP_ABS, 0, 0, 0)
+UNARY_CASE(b_reciprocal, ASP_OP_RECIPROCAL, 0, 0, 1)
+UNARY_CASE(b_erf, ASP_OP_ERF, 0, 0, 0)
+UNARY_CASE(b_elu, ASP_OP_ELU, 0.7f, 0, 0)
+UNARY_CASE(b_selu, ASP_OP_SELU, 1.67f, 1.05f, 0)
+UNARY_CASE(b_softplus, ASP_OP_SOFTPLUS, 0, 0, 0)
+UNARY_CASE(b_hardsigmoid, ASP_OP_HARDSIGMOID, 0.4f, 0.5f, 0)
+UNARY_CASE(b_clip, ASP_OP_CLIP, -0.5f, 0.5f, 0)
+UNARY_CASE(b_affine, ASP_OP_AFFINE, -1.5f, 0.25f, 0)
+UNARY_CASE(b_softsign, ASP_OP_SOFTSIGN, 0, 0, 0)
+UNARY_CASE(b_sin, ASP_OP_SIN, 0, 0, 0)
+UNARY_CASE(b_cos, ASP_OP_COS, 0, 0, 0)
+UNARY_CASE(b_hardswish, ASP_OP_HARDSWISH, 0, 0, 0)
+#define BINARY_CASE(fn, op, pos)                                                        \
+    static aspen_tensor fn(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)       \
+    {                                                                                   \
+        return ox2(g, op, pos ? positive(g, p[0]) : p[0], pos ? positive(g, p[1]) : p[1]); \
+    }
+BINARY_CASE(b_badd, ASP_OP_BADD, 0)
+BINARY_CASE(b_sub, ASP_OP_SUB, 0)
+BINARY_CASE(b_bmul, ASP_OP_BMUL, 0)
+BINARY_CASE(b_div, ASP_OP_DIV, 1)
+BINARY_CASE(b_pow, ASP_OP_POW, 1)
+BINARY_CASE(b_bmin, ASP_OP_BMIN, 0)
+BINARY_CASE(b_bmax, ASP_OP_BMAX, 0)
+BINARY_CASE(b_prelu, ASP_OP_PRELU, 0)
+BINARY_CASE(b_matmul, ASP_OP_MATMUL, 0)
+static aspen_tensor b_expand(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)
+{
+    asp_ox_attrs a;
+    memset(&a, 0, sizeof(a));
+    a.ndim = 3;
+    a.shape[0] = 2, a.shape[1] = 3, a.shape[2] = 4;
+    return ox1(g, ASP_OP_EXPAND, p[0], &a);
+}
+static aspen_tensor b_transpose(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)
+{
+    asp_ox_attrs a;
+    memset(&a, 0, sizeof(a));
+    a.ndim = 3;
+    a.v[0] = 2, a.v[1] = 0, a.v[2] = 1;
+    return ox1(g, ASP_OP_TRANSPOSE, p[0], &a);
+}
+static aspen_tensor b_pad(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)
+{
+    asp_ox_attrs a;
+    memset(&a, 0, sizeof(a));
+    a.ndim = 2;
+    a.v[0] = 1, a.v[1] = 0, a.v[2] = 2, a.v[3] = 1;
+    a.f[0] = 0.3f;
+    return ox1(g, ASP_OP_PAD, p[0], &a);
+}
+static aspen_tensor b_sslice(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)
+{
+    asp_ox_attrs a;
+    memset(&a, 0, sizeof(a));
+    a.ndim = 2;
+    a.v[0] = 1, a.v[1] = 5, a.v[6] = 2, a.v[7] = -2;
+    a.shape[0] = 2, a.shape[1] = 3;
+    return ox1(g, ASP_OP_STRIDED_SLICE, p[0], &a);
+}
+static aspen_tensor b_gather(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)
+{
+    int64_t n[1] = {3};
+    aspen_tensor idx = aspen_state(g, "idx", 1, n, (aspen_init){ASPEN_INIT_CONST, 1.0f});
+    asp_ox_attrs a;
+    memset(&a, 0, sizeof(a));
+    a.i[0] = 1;
+    aspen_tensor in[2] = {p[0], idx};
+    return asp_ox_node(g, ASP_OP_GATHER, 2, in, &a);
+}
+#define REDUCE_CASE(fn, op)                                                             \
+    static aspen_tensor fn(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)       \
+    {                                                                                   \
+        asp_ox_attrs a;                                                                 \
+        memset(&a, 0, sizeof(a));                                                       \
+        a.ndim = 3;                                                                     \
+        a.v[0] = 1, a.v[2] = 1;                                                         \
+        return ox1(g, op, p[0], &a);                                                    \
+    }
+REDUCE_CASE(b_rmean, ASP_OP_REDUCE_MEAN)
+REDUCE_CASE(b_rsum, ASP_OP_REDUCE_SUM)
+REDUCE_CASE(b_rmax, ASP_OP_REDUCE_MAX)
+REDUCE_CASE(b_rmin, ASP_OP_REDUCE_MIN)
+static aspen_tensor b_log_softmax(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)
+{
+    return ox1(g, ASP_OP_LOG_SOFTMAX, p[0], NULL);
+}
+static aspen_tensor b_lrn(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)
+{
+    asp_ox_attrs a;
+    memset(&a, 0, sizeof(a));
+    a.i[0] = 3;
+    a.f[0] = 0.5f, a.f[1] = 0.75f, a.f[2] = 1.0f;
+    return ox1(g, ASP_OP_LRN, p[0], &a);
+}
+static aspen_tensor b_conv_transpose(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)
+{
+    asp_attrs a;
+    memset(&a, 0, sizeof(a));
+    a.sh.conv = (aspen_conv_attrs){2, 1, 1, 0, 1, 1, 1};
+    a.sh.ndim = 4;
+    a.sh.shape[0] = 2, a.sh.shape[1] = 3, a.sh.shape[2] = 7, a.sh.shape[3] = 5;
+    return asp_graph_node(g, ASP_OP_CONV_TRANSPOSE, 2, p, &a, NULL);
+}
+
 static const grad_case cases[] = {
     {"dense", 3, {2, 2, 1}, {{3, 5}, {4, 5}, {4}}, b_dense, 0, 2e-2},
     {"dense_nobias", 2, {2, 2}, {{1, 7}, {3, 7}}, b_dense_nobias, 0, 2e-2},
@@ -187,6 +336,46 @@ static const grad_case cases[] = {
     {"softmax_cross_entropy", 1, {2}, {{5, 7}}, b_ce, 5, 2e-2},
     {"mse", 2, {2, 2}, {{3, 4}, {3, 4}}, b_mse, 0, 2e-2},
     {"residual_accumulate", 1, {2}, {{4, 6}}, b_residual, 0, 2e-2},
+    {"darknet_shortcut", 2, {4, 4}, {{2, 3, 3, 3}, {2, 2, 7, 6}}, b_darknet_shortcut, 0, 2e-2},
+    {"darknet_shortcut_up", 2, {4, 4}, {{1, 2, 6, 4}, {1, 3, 3, 2}}, b_darknet_shortcut, 0, 2e-2},
+    {"onnx_exp", 1, {2}, {{3, 5}}, b_exp, 0, 2e-2},
+    {"onnx_log", 1, {2}, {{3, 5}}, b_log, 0, 2e-2},
+    {"onnx_sqrt", 1, {2}, {{3, 5}}, b_sqrt, 0, 2e-2},
+    {"onnx_neg", 1, {2}, {{3, 5}}, b_neg, 0, 2e-2},
+    {"onnx_abs", 1, {2}, {{3, 5}}, b_abs, 0, 2e-2},
+    {"onnx_reciprocal", 1, {2}, {{3, 5}}, b_reciprocal, 0, 2e-2},
+    {"onnx_erf", 1, {2}, {{3, 5}}, b_erf, 0, 2e-2},
+    {"onnx_elu", 1, {2}, {{3, 5}}, b_elu, 0, 2e-2},
+    {"onnx_selu", 1, {2}, {{3, 5}}, b_selu, 0, 2e-2},
+    {"onnx_softplus", 1, {2}, {{3, 5}}, b_softplus, 0, 2e-2},
+    {"onnx_hardsigmoid", 1, {2}, {{3, 5}}, b_hardsigmoid, 0, 2e-2},
+    {"onnx_clip", 1, {2}, {{3, 5}}, b_clip, 0, 2e-2},
+    {"onnx_affine", 1, {2}, {{3, 5}}, b_affine, 0, 2e-2},
+    {"onnx_softsign", 1, {2}, {{3, 5}}, b_softsign, 0, 2e-2},
+    {"onnx_sin", 1, {2}, {{3, 5}}, b_sin, 0, 2e-2},
+    {"onnx_cos", 1, {2}, {{3, 5}}, b_cos, 0, 2e-2},
+    {"onnx_hardswish", 1, {2}, {{3, 5}}, b_hardswish, 0, 2e-2},
+    {"onnx_add_both_broadcast", 2, {2, 2}, {{3, 1}, {1, 4}}, b_badd, 0, 2e-2},
+    {"onnx_sub", 2, {3, 1}, {{2, 3, 4}, {4}}, b_sub, 0, 2e-2},
+    {"onnx_mul", 2, {3, 2}, {{2, 3, 4}, {3, 1}}, b_bmul, 0, 2e-2},
+    {"onnx_div", 2, {2, 2}, {{3, 4}, {3, 4}}, b_div, 0, 2e-2},
+    {"onnx_pow", 2, {2, 1}, {{3, 4}, {4}}, b_pow, 0, 2e-2},
+    {"onnx_min", 2, {2, 2}, {{3, 4}, {3, 4}}, b_bmin, 0, 2e-2},
+    {"onnx_max", 2, {2, 2}, {{2, 5}, {1, 5}}, b_bmax, 0, 2e-2},
+    {"onnx_prelu", 2, {3, 2}, {{2, 3, 4}, {3, 1}}, b_prelu, 0, 2e-2},
+    {"onnx_matmul_batched", 2, {3, 2}, {{2, 3, 4}, {4, 5}}, b_matmul, 0, 2e-2},
+    {"onnx_expand", 1, {2}, {{3, 1}}, b_expand, 0, 2e-2},
+    {"onnx_transpose", 1, {3}, {{2, 3, 4}}, b_transpose, 0, 2e-2},
+    {"onnx_pad", 1, {2}, {{3, 4}}, b_pad, 0, 2e-2},
+    {"onnx_strided_slice", 1, {2}, {{4, 6}}, b_sslice, 0, 2e-2},
+    {"onnx_gather", 1, {2}, {{3, 4}}, b_gather, 0, 2e-2},
+    {"onnx_reduce_mean", 1, {3}, {{2, 3, 4}}, b_rmean, 0, 2e-2},
+    {"onnx_reduce_sum", 1, {3}, {{2, 3, 4}}, b_rsum, 0, 2e-2},
+    {"onnx_reduce_max", 1, {3}, {{2, 3, 4}}, b_rmax, 0, 2e-2},
+    {"onnx_reduce_min", 1, {3}, {{2, 3, 4}}, b_rmin, 0, 2e-2},
+    {"onnx_log_softmax", 1, {2}, {{3, 7}}, b_log_softmax, 0, 2e-2},
+    {"onnx_lrn", 1, {4}, {{2, 5, 2, 3}}, b_lrn, 0, 2e-2},
+    {"onnx_conv_transpose", 2, {4, 4}, {{2, 4, 4, 3}, {4, 3, 3, 3}}, b_conv_transpose, 0, 2e-2},
 };
 
 static double run_loss(aspen_engine *e, aspen_tensor loss)

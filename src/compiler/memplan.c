@@ -11,11 +11,13 @@
  * (union-find); a group lives from its first member's birth to its last
  * member's last read.
  *
- * Placement is "greedy by size" (TFLite's arena planner, Pisarchyk & Lee
- * 2020): groups sorted largest first, each takes the lowest offset where it
- * overlaps no already placed group whose interval intersects its own; the
- * arena is the high-water mark. Measured against first-fit in schedule order
- * on the zoo, greedy-by-size was never larger (docs/memory.md).
+ * Placement: two algorithms, the smaller arena wins. "Greedy by size"
+ * (TFLite's arena planner, Pisarchyk & Lee 2020): groups sorted largest first,
+ * each takes the lowest offset where it overlaps no already placed group whose
+ * interval intersects its own. "Best fit in schedule order" (ggml-alloc): a
+ * free list walked through the steps. Greedy by size is quadratic in the
+ * number of groups, so beyond 6,000 groups only best fit runs. The arena is
+ * the high-water mark. Measurements on the zoo: docs/memory.md.
  * Invariant (tested): two groups live at the same step never overlap.
  *
  * Inputs and outputs go to a separate I/O buffer (readable between runs);
@@ -71,6 +73,98 @@ static size_t place_greedy(interval *iv, int ng, extent *over)
         if (off + iv[g].bytes > arena) arena = off + iv[g].bytes;
     }
     return arena;
+}
+
+static int by_first(const void *a, const void *b)
+{
+    const interval *x = a, *y = b;
+    if (x->first != y->first) return x->first - y->first;
+    return x->id - y->id;
+}
+
+typedef struct {
+    int last, index;
+} last_index;
+
+static int by_last_cmp(const void *a, const void *b)
+{
+    const last_index *x = a, *y = b;
+    return x->last != y->last ? x->last - y->last : x->index - y->index;
+}
+
+/* Best fit in schedule order (ggml-alloc's way): walk the steps, take each
+ * group's memory from the smallest free block that holds it when it is
+ * produced (or grow the top), give it back - merged with its neighbours - after
+ * its last reader. O(groups x free blocks): it scales to graphs far beyond
+ * what the quadratic greedy-by-size search handles. Returns the arena size;
+ * `over` (groups+1 entries) is the free list. */
+static size_t place_bestfit(interval *iv, int ng, extent *free_list)
+{
+    qsort(iv, (size_t)ng, sizeof(*iv), by_first);
+    /* frees happen in order of `last` */
+    last_index *order = asp_array((size_t)(ng ? ng : 1), sizeof(*order));
+    int *by_last = asp_array((size_t)(ng ? ng : 1), sizeof(int));
+    if (!order || !by_last) {
+        free(order);
+        free(by_last);
+        return SIZE_MAX;
+    }
+    for (int g = 0; g < ng; g++) order[g] = (last_index){iv[g].last, g};
+    qsort(order, (size_t)ng, sizeof(*order), by_last_cmp);
+    for (int g = 0; g < ng; g++) by_last[g] = order[g].index;
+    free(order);
+    int nfree = 0;
+    size_t top = 0;
+    int gi = 0, fi = 0;
+    while (gi < ng || fi < ng) {
+        int step = gi < ng ? iv[gi].first : INT32_MAX;
+        if (fi < ng && iv[by_last[fi]].last < step) {
+            /* free: insert sorted by offset, merge with neighbours */
+            interval *f = &iv[by_last[fi++]];
+            extent e = {f->offset, f->offset + f->bytes};
+            int k = 0;
+            while (k < nfree && free_list[k].begin < e.begin) k++;
+            memmove(free_list + k + 1, free_list + k, (size_t)(nfree - k) * sizeof(*free_list));
+            free_list[k] = e;
+            nfree++;
+            if (k + 1 < nfree && free_list[k].end == free_list[k + 1].begin) {
+                free_list[k].end = free_list[k + 1].end;
+                memmove(free_list + k + 1, free_list + k + 2, (size_t)(nfree - k - 2) * sizeof(*free_list));
+                nfree--;
+            }
+            if (k > 0 && free_list[k - 1].end == free_list[k].begin) {
+                free_list[k - 1].end = free_list[k].end;
+                memmove(free_list + k, free_list + k + 1, (size_t)(nfree - k - 1) * sizeof(*free_list));
+                nfree--;
+            }
+            continue;
+        }
+        interval *g = &iv[gi++];
+        int best = -1;
+        for (int k = 0; k < nfree; k++) {
+            size_t len = free_list[k].end - free_list[k].begin;
+            if (len >= g->bytes && (best < 0 || len < free_list[best].end - free_list[best].begin))
+                best = k;
+        }
+        if (best >= 0) {
+            g->offset = free_list[best].begin;
+            free_list[best].begin += g->bytes;
+            if (free_list[best].begin == free_list[best].end) {
+                memmove(free_list + best, free_list + best + 1, (size_t)(nfree - best - 1) * sizeof(*free_list));
+                nfree--;
+            }
+        } else if (nfree && free_list[nfree - 1].end == top) {
+            /* grow the free block at the top */
+            g->offset = free_list[nfree - 1].begin;
+            top = g->offset + g->bytes;
+            nfree--;
+        } else {
+            g->offset = top;
+            top += g->bytes;
+        }
+    }
+    free(by_last);
+    return top;
 }
 
 static int find(int *parent, int x)
@@ -154,8 +248,34 @@ aspen_status asp_pass_memplan(aspen_program *p, int no_reuse)
             iv[g].offset = arena;
             arena += iv[g].bytes;
         }
+    } else if (ng > 6000) {
+        arena = place_bestfit(iv, ng, over);
+        if (arena == SIZE_MAX) {
+            free(parent);
+            free(iv);
+            free(over);
+            return asp_err(ASPEN_ENOMEM, "plan: out of memory");
+        }
     } else {
-        arena = place_greedy(iv, ng, over);
+        /* both, keep the smaller (greedy by size usually wins by a few %) */
+        interval *copy = asp_array((size_t)(ng ? ng : 1), sizeof(*copy));
+        if (!copy) {
+            free(parent);
+            free(iv);
+            free(over);
+            return ASPEN_ENOMEM;
+        }
+        memcpy(copy, iv, (size_t)ng * sizeof(*iv));
+        size_t greedy = place_greedy(iv, ng, over);
+        size_t bestfit = place_bestfit(copy, ng, over);
+        if (bestfit == SIZE_MAX) greedy = 0; /* out of memory in best fit: keep greedy */
+        if (bestfit < greedy) {
+            memcpy(iv, copy, (size_t)ng * sizeof(*iv));
+            arena = bestfit;
+        } else {
+            arena = greedy;
+        }
+        free(copy);
     }
     for (int g = 0; g < ng; g++) p->place[iv[g].id].offset = iv[g].offset;
     /* members take their group's offset */

@@ -2,12 +2,14 @@
  * im2col.c - unfold an image into GEMM columns and fold them back.
  *
  * Both walk col row by row: one row per (c, kh, kw), and within it one run of
- * OW outputs per output row oh. For each (kh, kw) the range of ow whose input
- * column lies inside the image is computed once ([ow_lo, ow_hi)), so the inner
- * loops have no bounds tests: the padded parts are zero-filled (or skipped by
- * col2im) and the interior is a plain copy (memcpy when SW == 1) or a strided
+ * output positions per output row oh that the range [p0, p1) touches (the
+ * first and last may be partial rows). For each (kh, kw) the range of ow whose
+ * input column lies inside the image is computed once ([lo, hi)), so the
+ * inner loops have no bounds tests: the padded parts are zero-filled (or
+ * skipped by col2im) and the interior is a plain copy (stride 1) or a strided
  * gather/scatter. col2im visits col in the same order as im2col, so its
- * accumulation order into x is fixed and results are deterministic.
+ * accumulation order into x is fixed and results are deterministic for a
+ * given p0, p1 (callers keep their tiles independent of the thread count).
  */
 #include "kernels/im2col.h"
 
@@ -28,62 +30,115 @@ static void valid_range(int64_t OW, int64_t W, int S, int P, int64_t off, int64_
     *hi = h;
 }
 
-void asp_im2col(const float *x /* (C, H, W) */, int64_t C, int64_t H, int64_t W, int KH, int KW,
-                int SH, int SW, int PH, int PW, int DH, int DW, int64_t OH, int64_t OW,
-                float *col /* (C*KH*KW, OH*OW) */)
+static void zero(float *d, int64_t n)
 {
+    for (int64_t i = 0; i < n; i++) d[i] = 0.0f;
+}
+
+/* Copy n floats, src stride s, into dst; small runs (7, 14 wide maps) do not
+ * pay for a memcpy call. */
+static void gather(float *restrict dst, const float *restrict src, int64_t n, int s)
+{
+    if (s == 1) {
+        if (n >= 32) {
+            memcpy(dst, src, (size_t)n * sizeof(float));
+            return;
+        }
+        for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i * s];
+}
+
+void asp_im2col_range(const asp_im2col_geom *g, const float *x /* (C, H, W) */, int64_t C,
+                      int64_t p0, int64_t p1, float *col /* (C*KH*KW, p1-p0) */)
+{
+    const int64_t OW = g->OW, W = g->W, H = g->H;
+    if (p1 <= p0) return;
+    const int64_t oh0 = p0 / OW, oh1 = (p1 - 1) / OW;
     for (int64_t c = 0; c < C; c++) {
         const float *xc = x + c * H * W;
-        for (int kh = 0; kh < KH; kh++) {
-            for (int kw = 0; kw < KW; kw++) {
-                const int64_t off_w = (int64_t)kw * DW;
+        for (int kh = 0; kh < g->KH; kh++) {
+            for (int kw = 0; kw < g->KW; kw++) {
+                const int64_t off_w = (int64_t)kw * g->DW;
                 int64_t lo, hi;
-                valid_range(OW, W, SW, PW, off_w, &lo, &hi);
-                for (int64_t oh = 0; oh < OH; oh++, col += OW) {
-                    const int64_t ih = oh * SH - PH + (int64_t)kh * DH;
+                valid_range(OW, W, g->SW, g->PW, off_w, &lo, &hi);
+                float *row = col - p0;
+                for (int64_t oh = oh0; oh <= oh1; oh++) {
+                    const int64_t a = oh == oh0 ? p0 - oh * OW : 0;
+                    const int64_t b = oh == oh1 ? p1 - oh * OW : OW;
+                    float *dst = row + oh * OW;
+                    const int64_t ih = oh * g->SH - g->PH + (int64_t)kh * g->DH;
                     if (ih < 0 || ih >= H) {
-                        memset(col, 0, (size_t)OW * sizeof(float));
+                        zero(dst + a, b - a);
                         continue;
                     }
-                    for (int64_t ow = 0; ow < lo; ow++) col[ow] = 0.0f;
-                    if (hi > lo) {
-                        const float *src = xc + ih * W + lo * SW - PW + off_w;
-                        if (SW == 1) {
-                            memcpy(col + lo, src, (size_t)(hi - lo) * sizeof(float));
-                        } else {
-                            for (int64_t n = 0; n < hi - lo; n++) col[lo + n] = src[n * SW];
-                        }
+                    const int64_t l = lo > a ? lo : a, h = hi < b ? hi : b;
+                    if (h <= l) {
+                        zero(dst + a, b - a);
+                        continue;
                     }
-                    for (int64_t ow = hi; ow < OW; ow++) col[ow] = 0.0f;
+                    zero(dst + a, l - a);
+                    gather(dst + l, xc + ih * W + l * g->SW - g->PW + off_w, h - l, g->SW);
+                    zero(dst + h, b - h);
                 }
+                col += p1 - p0;
             }
         }
     }
 }
 
-void asp_col2im(const float *col /* (C*KH*KW, OH*OW) */, int64_t C, int64_t H, int64_t W, int KH,
-                int KW, int SH, int SW, int PH, int PW, int DH, int DW, int64_t OH, int64_t OW,
-                float *x /* (C, H, W), accumulated into */)
+void asp_col2im_range(const asp_im2col_geom *g, const float *col /* (C*KH*KW, p1-p0) */,
+                      int64_t C, int64_t p0, int64_t p1, float *x /* (C, H, W), accumulated */)
 {
+    const int64_t OW = g->OW, W = g->W, H = g->H;
+    if (p1 <= p0) return;
+    const int64_t oh0 = p0 / OW, oh1 = (p1 - 1) / OW;
     for (int64_t c = 0; c < C; c++) {
         float *xc = x + c * H * W;
-        for (int kh = 0; kh < KH; kh++) {
-            for (int kw = 0; kw < KW; kw++) {
-                const int64_t off_w = (int64_t)kw * DW;
+        for (int kh = 0; kh < g->KH; kh++) {
+            for (int kw = 0; kw < g->KW; kw++) {
+                const int64_t off_w = (int64_t)kw * g->DW;
                 int64_t lo, hi;
-                valid_range(OW, W, SW, PW, off_w, &lo, &hi);
-                for (int64_t oh = 0; oh < OH; oh++, col += OW) {
-                    const int64_t ih = oh * SH - PH + (int64_t)kh * DH;
-                    if (ih < 0 || ih >= H || hi <= lo) continue;
-                    float *dst = xc + ih * W + lo * SW - PW + off_w;
-                    const float *src = col + lo;
-                    if (SW == 1) {
-                        for (int64_t n = 0; n < hi - lo; n++) dst[n] += src[n];
+                valid_range(OW, W, g->SW, g->PW, off_w, &lo, &hi);
+                const float *row = col - p0;
+                for (int64_t oh = oh0; oh <= oh1; oh++) {
+                    const int64_t a = oh == oh0 ? p0 - oh * OW : 0;
+                    const int64_t b = oh == oh1 ? p1 - oh * OW : OW;
+                    const int64_t ih = oh * g->SH - g->PH + (int64_t)kh * g->DH;
+                    const int64_t l = lo > a ? lo : a, h = hi < b ? hi : b;
+                    if (ih < 0 || ih >= H || h <= l) continue;
+                    float *restrict dst = xc + ih * W + l * g->SW - g->PW + off_w;
+                    const float *restrict src = row + oh * OW + l;
+                    if (g->SW == 1) {
+                        for (int64_t n = 0; n < h - l; n++) dst[n] += src[n];
                     } else {
-                        for (int64_t n = 0; n < hi - lo; n++) dst[n * SW] += src[n];
+                        for (int64_t n = 0; n < h - l; n++) dst[n * g->SW] += src[n];
                     }
                 }
+                col += p1 - p0;
             }
         }
     }
+}
+
+static asp_im2col_geom make_geom(int64_t H, int64_t W, int KH, int KW, int SH, int SW, int PH,
+                                 int PW, int DH, int DW, int64_t OH, int64_t OW)
+{
+    asp_im2col_geom g = {H, W, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW};
+    return g;
+}
+
+void asp_im2col(const float *x, int64_t C, int64_t H, int64_t W, int KH, int KW, int SH, int SW,
+                int PH, int PW, int DH, int DW, int64_t OH, int64_t OW, float *col)
+{
+    asp_im2col_geom g = make_geom(H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW);
+    asp_im2col_range(&g, x, C, 0, OH * OW, col);
+}
+
+void asp_col2im(const float *col, int64_t C, int64_t H, int64_t W, int KH, int KW, int SH, int SW,
+                int PH, int PW, int DH, int DW, int64_t OH, int64_t OW, float *x)
+{
+    asp_im2col_geom g = make_geom(H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW);
+    asp_col2im_range(&g, col, C, 0, OH * OW, x);
 }

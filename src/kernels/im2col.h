@@ -6,6 +6,9 @@
  * OH = (H + 2*PH - DH*(KH-1) - 1) / SH + 1 (the caller computes and passes it).
  * Row (c*KH + kh)*KW + kw of col, column oh*OW + ow holds
  * x[c, oh*SH - PH + kh*DH, ow*SW - PW + kw*DW], or 0 where that is padding.
+ * The _range variants handle only the output positions p0 <= p < p1
+ * (p = oh*OW + ow), with col then (C*KH*KW, p1 - p0): a bounded workspace and
+ * a split of one image over threads.
  * Pure functions of their arguments; thread-safe on disjoint outputs.
  */
 #ifndef ASPEN_IM2COL_H
@@ -13,12 +16,25 @@
 
 #include <stdint.h>
 
-/* col (C*KH*KW, OH*OW) = unfold(x (C, H, W)). Every element of col is written. */
+typedef struct {
+    int64_t H, W, OH, OW;
+    int KH, KW, SH, SW, PH, PW, DH, DW;
+} asp_im2col_geom;
+
+/* col (C*KH*KW, p1-p0) = columns p0..p1-1 of unfold(x (C, H, W)); every
+ * element of col is written. */
+void asp_im2col_range(const asp_im2col_geom *g, const float *x, int64_t C, int64_t p0, int64_t p1,
+                      float *col);
+
+/* x (C, H, W) += fold(col (C*KH*KW, p1-p0)) for output positions p0..p1-1:
+ * the adjoint of asp_im2col_range. ACCUMULATES into x, in a fixed order
+ * (row of col, then position), so results are deterministic. */
+void asp_col2im_range(const asp_im2col_geom *g, const float *col, int64_t C, int64_t p0,
+                      int64_t p1, float *x);
+
+/* The whole image: p0 = 0, p1 = OH*OW. */
 void asp_im2col(const float *x, int64_t C, int64_t H, int64_t W, int KH, int KW, int SH, int SW,
                 int PH, int PW, int DH, int DW, int64_t OH, int64_t OW, float *col);
-
-/* x (C, H, W) += fold(col (C*KH*KW, OH*OW)): the adjoint of asp_im2col.
- * ACCUMULATES into x; the caller zeroes it first if it wants a plain fold. */
 void asp_col2im(const float *col, int64_t C, int64_t H, int64_t W, int KH, int KW, int SH, int SW,
                 int PH, int PW, int DH, int DW, int64_t OH, int64_t OW, float *x);
 

@@ -1,24 +1,51 @@
 /*
  * conv.c - 2-D convolution (NCHW, weights (M, C/G, KH, KW)), lowered to GEMM.
  *
- *   forward       per image n, group g: col = im2col(x[n,g]) (C/G*KH*KW, P),
- *                 y[n,g] (M/G, P) = W[g] (M/G, C/G*KH*KW) * col + b   (bias in the epilogue)
- *   backward data per image: col = W[g]^T * dy[n,g]; dx[n,g] = col2im(col)
- *   backward weight: dW[g] = sum_n dy[n,g] * col[n,g]^T, reduced over the batch
- *                 in image order; vertices split the INPUT channels, each
- *                 building only its rows of col, so nothing is computed twice
- *                 and the sum order never depends on the thread count.
+ *   forward        y[n,g] (M/G, P) = W[g] (M/G, C/G*KH*KW) * col[n,g] + b  (bias in the epilogue)
+ *   backward data  col = W[g]^T * dy[n,g];  dx[n,g] = col2im(col)
+ *   backward weight dW[g] = sum_n dy[n,g] * col[n,g]^T
  *
- * Forward and backward-data vertices split the batch (one image at a time per
- * thread, col in the thread's scratch). A 1x1, stride 1, unpadded convolution
- * uses the image itself as col. Alternatives for later (kernel issue): split
- * the GEMM of one image over threads for batch 1, direct and Winograd 3x3.
+ * with col = im2col(x) (C/G*KH*KW, P), P = OH*OW output positions.
+ *
+ * Bounded workspace: col is never built whole. Output positions are cut into
+ * tiles of tile_p() positions, a function of the geometry only (about 1 MiB
+ * of col, at least 64 positions), and each tile's columns are built, used and
+ * dropped. A 1x1, stride 1, unpadded convolution uses x itself as col.
+ *
+ * Vertices own disjoint outputs, so nothing is reduced across threads:
+ *   forward: the flattened (image, group, position) columns of y are split
+ *     evenly (16-aligned); a vertex builds only its own columns of col and
+ *     runs the GEMM for them, so batch 1 keeps every thread busy and no work
+ *     is done twice (except packing the weights, once per vertex). Where the
+ *     weights outnumber the batch's columns (split_rows), the output
+ *     channels are split instead and only the small col is built twice.
+ *   backward data: 1x1 pointwise with P >= C/G like the forward (positions
+ *     are independent); otherwise the flattened (image, input channel)
+ *     planes of dx are split: a vertex computes only its channels' rows of
+ *     col (a slice of W^T) and folds them into its own planes.
+ *   backward weight: the input channels (columns of dW) are split when there
+ *     are at least 4 per vertex, else the output channels (rows of dW), each
+ *     vertex then building the whole (small) col: ResNet's conv1 (C = 3) and
+ *     LeNet's (C = 1) keep both threads busy.
+ * Determinism: every GEMM reduces each element over K in the same order
+ * whatever its extent, the tiles do not depend on the vertex count, col2im
+ * folds a plane in a fixed (tile, kh, kw, oh) order, and the weight gradient
+ * sums images and tiles in order. So the results are bit-identical for any
+ * thread count. Rejected: splitting the reduction of dW over the batch
+ * (faster for tiny C*M, but the sum order would follow the threads), direct
+ * and Winograd 3x3 kernels (not measured to win yet).
  */
 #include <string.h>
 
 #include "kernels/gemm.h"
 #include "kernels/im2col.h"
 #include "ops/ops.h"
+
+/* Floats of col per im2col tile (per thread): 1 MiB, the size of Zen 4's L2. */
+#define CONV_TILE_FLOATS (256 * 1024)
+/* Forward columns and backward-weight channels are split in units of these. */
+#define CONV_COL_ALIGN 16
+#define CONV_MIN_CHANNELS 4
 
 typedef struct {
     int64_t N, C, H, W, M, OH, OW, KH, KW, G, Cg, Mg, KK, P;
@@ -57,10 +84,74 @@ static int is_pointwise(const conv_geom *c)
            c->a.pad_h == 0 && c->a.pad_w == 0;
 }
 
-static void im2col_rows(const conv_geom *c, const float *x /*(Cr,H,W)*/, int64_t Cr, float *col)
+static asp_im2col_geom im2col_geom(const conv_geom *c)
 {
-    asp_im2col(x, Cr, c->H, c->W, (int)c->KH, (int)c->KW, c->a.stride_h, c->a.stride_w,
-               c->a.pad_h, c->a.pad_w, c->a.dilation_h, c->a.dilation_w, c->OH, c->OW, col);
+    asp_im2col_geom g = {c->H, c->W, c->OH, c->OW, (int)c->KH, (int)c->KW,
+                         c->a.stride_h, c->a.stride_w, c->a.pad_h, c->a.pad_w,
+                         c->a.dilation_h, c->a.dilation_w};
+    return g;
+}
+
+/* Positions per im2col tile: from the geometry only (see the top). */
+static int64_t tile_p(const conv_geom *c)
+{
+    if (is_pointwise(c)) return c->P;
+    int64_t t = CONV_TILE_FLOATS / (c->Cg * c->KK);
+    if (t >= c->P) return c->P;
+    t = t / CONV_COL_ALIGN * CONV_COL_ALIGN;
+    if (t < 64) t = 64;
+    return t < c->P ? t : c->P;
+}
+
+static size_t tile_bytes(const conv_geom *c)
+{
+    return is_pointwise(c) ? 0 : (size_t)(c->Cg * c->KK * tile_p(c)) * sizeof(float);
+}
+
+/* Vertices splitting n units among threads, at most one per unit. */
+static int unit_vertices(int64_t units, int threads)
+{
+    return units < threads ? (int)ASP_MAX(units, 1) : threads;
+}
+
+/* Vertices of a split of the N*G*P output columns. */
+static int column_vertices(const conv_geom *c, int threads)
+{
+    return unit_vertices((c->N * c->G * c->P + CONV_COL_ALIGN - 1) / CONV_COL_ALIGN, threads);
+}
+
+/* Whether the forward splits output channels (rows of y) rather than
+ * columns: when the weights of a group outnumber the columns of the whole
+ * batch (Mg > N*G*P: ResNet's 14x14 and 7x7 stages at batch 1), a column
+ * split would have every vertex pack all the weights, a row split packs each
+ * weight once and repeats only the (smaller) im2col of the columns. */
+static int split_rows(const conv_geom *c) { return c->Mg > c->N * c->G * c->P; }
+
+/* Walks this vertex's share of the flattened (image, group, position)
+ * columns in pieces cut at image, group and tile boundaries. */
+typedef struct {
+    int64_t f, hi;     /* next flattened column, end of the share */
+    int64_t n, g, p0, p1;
+} col_iter;
+
+static col_iter col_iter_start(const conv_geom *c, const asp_kctx *k)
+{
+    col_iter it;
+    memset(&it, 0, sizeof(it));
+    asp_split(c->N * c->G * c->P, k->nvertex, k->vertex, CONV_COL_ALIGN, &it.f, &it.hi);
+    return it;
+}
+
+static int col_iter_next(col_iter *it, const conv_geom *c, int64_t T)
+{
+    if (it->f >= it->hi) return 0;
+    const int64_t ng = it->f / c->P;
+    it->n = ng / c->G;
+    it->g = ng % c->G;
+    it->p0 = it->f % c->P;
+    it->p1 = ASP_MIN(ASP_MIN(c->P, it->p0 + (it->hi - it->f)), (it->p0 / T + 1) * T);
+    it->f += it->p1 - it->p0;
+    return 1;
 }
 
 aspen_status asp_conv2d_infer(const aspen_graph *g, const asp_node *n, asp_tensor **out)
@@ -94,17 +185,17 @@ aspen_status asp_conv2d_infer(const aspen_graph *g, const asp_node *n, asp_tenso
     return ASPEN_OK;
 }
 
-static int batch_vertices(int64_t n, int threads) { return n < threads ? (int)n : threads; }
-
 int asp_conv2d_vertices(const asp_tensor *t, const asp_node *n, int threads)
 {
-    return batch_vertices(t[n->in[0]].shape[0], threads);
+    conv_geom c = geom(&t[n->in[0]], &t[n->in[1]], &n->a.conv);
+    return split_rows(&c) ? unit_vertices(c.M / CONV_COL_ALIGN, threads)
+                          : column_vertices(&c, threads);
 }
 
 size_t asp_conv2d_scratch(const asp_tensor *t, const asp_node *n)
 {
     conv_geom c = geom(&t[n->in[0]], &t[n->in[1]], &n->a.conv);
-    return is_pointwise(&c) ? 0 : (size_t)(c.Cg * c.KK * c.P) * sizeof(float);
+    return tile_bytes(&c);
 }
 
 double asp_conv2d_macs(const asp_tensor *t, const asp_node *n)
@@ -113,28 +204,47 @@ double asp_conv2d_macs(const asp_tensor *t, const asp_node *n)
     return (double)c.N * (double)c.M * (double)c.P * (double)(c.Cg * c.KK);
 }
 
+/* y[n, g*Mg + r0 : g*Mg + r1, p0:p1] = W rows * col(x[n,g])[:, p0:p1] + b. */
+static void forward_block(const asp_kctx *k, const conv_geom *c, int64_t n, int64_t gi,
+                          int64_t r0, int64_t r1, int64_t p0, int64_t p1)
+{
+    const asp_im2col_geom ig = im2col_geom(c);
+    const float *x = ASP_IN(k, 0) /* (N, C, H, W) */, *w = ASP_IN(k, 1) /* (M, Cg, KH, KW) */;
+    const float *b = k->node->n_in == 3 ? ASP_IN(k, 2) : NULL;
+    float *y = ASP_OUT(k, 0) /* (N, M, OH, OW) */;
+    float *col = k->scratch; /* (Cg*KK, <= T) */
+    const int64_t Kd = c->Cg * c->KK, m0 = gi * c->Mg + r0;
+    const float *xg = x + (n * c->C + gi * c->Cg) * c->H * c->W;
+    const float *B = xg + p0;
+    int64_t ldb = c->P;
+    if (!is_pointwise(c)) {
+        asp_im2col_range(&ig, xg, c->Cg, p0, p1, col);
+        B = col;
+        ldb = p1 - p0;
+    }
+    asp_epilogue ep = {b ? b + m0 : NULL, NULL, ASP_ACT_NONE};
+    asp_sgemm(0, 0, r1 - r0, p1 - p0, Kd, 1.0f, w + m0 * Kd, Kd, B, ldb, 0.0f,
+              y + (n * c->M + m0) * c->P + p0, c->P, &ep, 0, 1, k->gemm_scratch);
+}
+
 void asp_conv2d_forward(const asp_kctx *k)
 {
     conv_geom c = geom(ASP_TIN(k, 0), ASP_TIN(k, 1), &k->node->a.conv);
-    const float *x = ASP_IN(k, 0), *w = ASP_IN(k, 1);
-    const float *b = k->node->n_in == 3 ? ASP_IN(k, 2) : NULL;
-    float *y = ASP_OUT(k, 0);
-    float *col = k->scratch;
+    const int64_t T = tile_p(&c);
+    if (!split_rows(&c)) {
+        for (col_iter it = col_iter_start(&c, k); col_iter_next(&it, &c, T);)
+            forward_block(k, &c, it.n, it.g, 0, c.Mg, it.p0, it.p1);
+        return;
+    }
     int64_t lo, hi;
-    asp_split(c.N, k->nvertex, k->vertex, 1, &lo, &hi);
-    for (int64_t i = lo; i < hi; i++) {
-        for (int64_t gi = 0; gi < c.G; gi++) {
-            const float *xg = x + (i * c.C + gi * c.Cg) * c.H * c.W;
-            const float *B = xg;
-            if (!is_pointwise(&c)) {
-                im2col_rows(&c, xg, c.Cg, col);
-                B = col;
-            }
-            asp_epilogue ep = {b ? b + gi * c.Mg : NULL, NULL, ASP_ACT_NONE};
-            asp_sgemm(0, 0, c.Mg, c.P, c.Cg * c.KK, 1.0f, w + gi * c.Mg * c.Cg * c.KK,
-                      c.Cg * c.KK, B, c.P, 0.0f, y + (i * c.M + gi * c.Mg) * c.P, c.P, &ep, 0, 1,
-                      k->gemm_scratch);
-        }
+    asp_split(c.M, k->nvertex, k->vertex, CONV_COL_ALIGN, &lo, &hi);
+    for (int64_t gi = 0; gi < c.G; gi++) {
+        const int64_t r0 = ASP_MAX(lo, gi * c.Mg) - gi * c.Mg;
+        const int64_t r1 = ASP_MIN(hi, (gi + 1) * c.Mg) - gi * c.Mg;
+        if (r0 >= r1) continue;
+        for (int64_t n = 0; n < c.N; n++)
+            for (int64_t p0 = 0; p0 < c.P; p0 += T)
+                forward_block(k, &c, n, gi, r0, r1, p0, ASP_MIN(c.P, p0 + T));
     }
 }
 
@@ -178,42 +288,62 @@ aspen_status asp_conv2d_bwd_data_infer(const aspen_graph *g, const asp_node *n, 
     return ASPEN_OK;
 }
 
+/* Whether the backward data splits columns (1x1 pointwise with more
+ * positions than input channels, where positions are independent) rather
+ * than input channels (a vertex then packs only its columns of W). */
+static int split_columns_bwd(const conv_geom *c) { return is_pointwise(c) && c->P >= c->Cg; }
+
 int asp_conv2d_bwd_data_vertices(const asp_tensor *t, const asp_node *n, int threads)
 {
-    return batch_vertices(n->a.sh.shape[0], threads);
+    asp_tensor x = x_desc(n);
+    conv_geom c = geom(&x, &t[n->in[1]], &n->a.sh.conv);
+    return split_columns_bwd(&c) ? column_vertices(&c, threads) : unit_vertices(c.N * c.C, threads);
 }
 
 size_t asp_conv2d_bwd_data_scratch(const asp_tensor *t, const asp_node *n)
 {
     asp_tensor x = x_desc(n);
     conv_geom c = geom(&x, &t[n->in[1]], &n->a.sh.conv);
-    return is_pointwise(&c) ? 0 : (size_t)(c.Cg * c.KK * c.P) * sizeof(float);
+    return tile_bytes(&c);
 }
 
 void asp_conv2d_bwd_data_forward(const asp_kctx *k)
 {
     asp_tensor xd = x_desc(k->node);
     conv_geom c = geom(&xd, ASP_TIN(k, 1), &k->node->a.sh.conv);
-    const float *dy = ASP_IN(k, 0), *w = ASP_IN(k, 1);
-    float *dx = ASP_OUT(k, 0);
-    float *col = k->scratch;
+    const asp_im2col_geom ig = im2col_geom(&c);
+    const float *dy = ASP_IN(k, 0) /* (N, M, OH, OW) */, *w = ASP_IN(k, 1) /* (M, Cg, KH, KW) */;
+    float *dx = ASP_OUT(k, 0) /* (N, C, H, W) */;
+    float *col = k->scratch; /* (rows <= Cg*KK, <= T) */
+    const int64_t T = tile_p(&c), Kd = c.Cg * c.KK, HW = c.H * c.W;
+    if (split_columns_bwd(&c)) {
+        for (col_iter it = col_iter_start(&c, k); col_iter_next(&it, &c, T);)
+            asp_sgemm(1, 0, c.Cg, it.p1 - it.p0, c.Mg, 1.0f, w + it.g * c.Mg * Kd, Kd,
+                      dy + (it.n * c.M + it.g * c.Mg) * c.P + it.p0, c.P, 0.0f,
+                      dx + (it.n * c.C + it.g * c.Cg) * HW + it.p0, HW, NULL, 0, 1,
+                      k->gemm_scratch);
+        return;
+    }
     int64_t lo, hi;
-    asp_split(c.N, k->nvertex, k->vertex, 1, &lo, &hi);
-    for (int64_t i = lo; i < hi; i++) {
-        for (int64_t gi = 0; gi < c.G; gi++) {
-            float *dxg = dx + (i * c.C + gi * c.Cg) * c.H * c.W;
-            const float *wg = w + gi * c.Mg * c.Cg * c.KK;
-            const float *dyg = dy + (i * c.M + gi * c.Mg) * c.P;
-            if (is_pointwise(&c)) {
-                asp_sgemm(1, 0, c.Cg, c.P, c.Mg, 1.0f, wg, c.Cg, dyg, c.P, 0.0f, dxg, c.P, NULL, 0,
-                          1, k->gemm_scratch);
-                continue;
-            }
-            asp_sgemm(1, 0, c.Cg * c.KK, c.P, c.Mg, 1.0f, wg, c.Cg * c.KK, dyg, c.P, 0.0f, col, c.P,
-                      NULL, 0, 1, k->gemm_scratch);
-            memset(dxg, 0, (size_t)(c.Cg * c.H * c.W) * sizeof(float));
-            asp_col2im(col, c.Cg, c.H, c.W, (int)c.KH, (int)c.KW, c.a.stride_h, c.a.stride_w,
-                       c.a.pad_h, c.a.pad_w, c.a.dilation_h, c.a.dilation_w, c.OH, c.OW, dxg);
+    asp_split(c.N * c.C, k->nvertex, k->vertex, 1, &lo, &hi);
+    for (int64_t f = lo; f < hi;) {
+        const int64_t n = f / c.C, ch = f % c.C, gi = ch / c.Cg;
+        const int64_t c0 = ch - gi * c.Cg, c1 = ASP_MIN(c.Cg, c0 + (hi - f));
+        float *dxc = dx + (n * c.C + gi * c.Cg + c0) * HW;
+        const float *wc = w + gi * c.Mg * Kd + c0 * c.KK, *dyg = dy + (n * c.M + gi * c.Mg) * c.P;
+        f += c1 - c0;
+        if (is_pointwise(&c)) {
+            asp_sgemm(1, 0, c1 - c0, c.P, c.Mg, 1.0f, wc, Kd, dyg, c.P, 0.0f, dxc, HW, NULL, 0, 1,
+                      k->gemm_scratch);
+            continue;
+        }
+        memset(dxc, 0, (size_t)((c1 - c0) * HW) * sizeof(float));
+        for (int64_t p0 = 0, p1; p0 < c.P; p0 = p1) {
+            p1 = ASP_MIN(c.P, p0 + T);
+            /* col (rows, p1-p0) = W[g][:, c0*KK : c1*KK]^T * dy[n,g][:, p0:p1] */
+            asp_sgemm(1, 0, (c1 - c0) * c.KK, p1 - p0, c.Mg, 1.0f, wc, Kd, dyg + p0, c.P, 0.0f,
+                      col, p1 - p0, NULL, 0, 1, k->gemm_scratch);
+            asp_col2im_range(&ig, col, c1 - c0, p0, p1, dxc);
         }
     }
 }
@@ -235,40 +365,71 @@ static conv_geom bwd_weight_geom(const asp_tensor *t, const asp_node *n)
     return geom(&t[n->in[1]], &w, &n->a.sh.conv);
 }
 
+/* Whether the weight gradient's vertices split input channels (else output
+ * channels). */
+static int split_channels(const conv_geom *c, int nvertex)
+{
+    return c->C >= CONV_MIN_CHANNELS * nvertex || c->M < c->C;
+}
+
 int asp_conv2d_bwd_weight_vertices(const asp_tensor *t, const asp_node *n, int threads)
 {
-    return batch_vertices(t[n->in[1]].shape[1], threads);
+    conv_geom c = bwd_weight_geom(t, n);
+    if (split_channels(&c, threads)) return unit_vertices(c.C, threads);
+    int v = unit_vertices(c.M / CONV_COL_ALIGN, threads);
+    return split_channels(&c, v) ? 1 : v;
 }
 
 size_t asp_conv2d_bwd_weight_scratch(const asp_tensor *t, const asp_node *n)
 {
     conv_geom c = bwd_weight_geom(t, n);
-    /* a vertex holds at most ceil(C / vertices) channels; size for one group */
-    return is_pointwise(&c) ? 0 : (size_t)(c.Cg * c.KK * c.P) * sizeof(float);
+    return tile_bytes(&c);
+}
+
+/* dW[g][m0:m1, c0*KK : c1*KK] = sum over images and tiles of
+ * dy[n,g][m0:m1, tile] * col[n,g][c0*KK : c1*KK, tile]^T. */
+static void bwd_weight_block(const asp_kctx *k, const conv_geom *c, int64_t gi, int64_t m0,
+                             int64_t m1, int64_t c0, int64_t c1)
+{
+    const asp_im2col_geom ig = im2col_geom(c);
+    const float *dy = ASP_IN(k, 0) /* (N, M, OH, OW) */, *x = ASP_IN(k, 1) /* (N, C, H, W) */;
+    float *dw = ASP_OUT(k, 0) /* (M, Cg, KH, KW) */;
+    float *col = k->scratch; /* ((c1-c0)*KK, <= T) */
+    const int64_t T = tile_p(c), Kd = c->Cg * c->KK, rows = (c1 - c0) * c->KK;
+    float *dwb = dw + (gi * c->Mg + m0) * Kd + c0 * c->KK;
+    for (int64_t n = 0; n < c->N; n++) {
+        const float *xr = x + (n * c->C + gi * c->Cg + c0) * c->H * c->W;
+        const float *dyr = dy + (n * c->M + gi * c->Mg + m0) * c->P;
+        for (int64_t p0 = 0, p1; p0 < c->P; p0 = p1) {
+            p1 = ASP_MIN(c->P, p0 + T);
+            const float *B = xr + p0;
+            int64_t ldb = c->P;
+            if (!is_pointwise(c)) {
+                asp_im2col_range(&ig, xr, c1 - c0, p0, p1, col);
+                B = col;
+                ldb = p1 - p0;
+            }
+            asp_sgemm(0, 1, m1 - m0, rows, p1 - p0, 1.0f, dyr + p0, c->P, B, ldb,
+                      n || p0 ? 1.0f : 0.0f, dwb, Kd, NULL, 0, 1, k->gemm_scratch);
+        }
+    }
 }
 
 void asp_conv2d_bwd_weight_forward(const asp_kctx *k)
 {
     conv_geom c = bwd_weight_geom(k->t, k->node);
-    const float *dy = ASP_IN(k, 0), *x = ASP_IN(k, 1);
-    float *dw = ASP_OUT(k, 0);
-    float *col = k->scratch;
     int64_t lo, hi;
-    asp_split(c.C, k->nvertex, k->vertex, 1, &lo, &hi);
-    for (int64_t gi = 0; gi < c.G; gi++) {
-        int64_t c0 = ASP_MAX(lo, gi * c.Cg), c1 = ASP_MIN(hi, (gi + 1) * c.Cg);
-        if (c0 >= c1) continue;
-        int64_t rows = (c1 - c0) * c.KK;
-        float *dwg = dw + gi * c.Mg * c.Cg * c.KK + (c0 - gi * c.Cg) * c.KK;
-        for (int64_t i = 0; i < c.N; i++) {
-            const float *xr = x + (i * c.C + c0) * c.H * c.W;
-            const float *B = xr;
-            if (!is_pointwise(&c)) {
-                im2col_rows(&c, xr, c1 - c0, col);
-                B = col;
-            }
-            asp_sgemm(0, 1, c.Mg, rows, c.P, 1.0f, dy + (i * c.M + gi * c.Mg) * c.P, c.P, B, c.P,
-                      i ? 1.0f : 0.0f, dwg, c.Cg * c.KK, NULL, 0, 1, k->gemm_scratch);
+    if (split_channels(&c, k->nvertex)) {
+        asp_split(c.C, k->nvertex, k->vertex, 1, &lo, &hi);
+        for (int64_t gi = 0; gi < c.G; gi++) {
+            int64_t c0 = ASP_MAX(lo, gi * c.Cg), c1 = ASP_MIN(hi, (gi + 1) * c.Cg);
+            if (c0 < c1) bwd_weight_block(k, &c, gi, 0, c.Mg, c0 - gi * c.Cg, c1 - gi * c.Cg);
         }
+        return;
+    }
+    asp_split(c.M, k->nvertex, k->vertex, CONV_COL_ALIGN, &lo, &hi);
+    for (int64_t gi = 0; gi < c.G; gi++) {
+        int64_t m0 = ASP_MAX(lo, gi * c.Mg), m1 = ASP_MIN(hi, (gi + 1) * c.Mg);
+        if (m0 < m1) bwd_weight_block(k, &c, gi, m0 - gi * c.Mg, m1 - gi * c.Mg, 0, c.Cg);
     }
 }

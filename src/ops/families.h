@@ -58,6 +58,31 @@ FWD(asp_mse_forward) BWD(asp_mse_backward) INFER(asp_mse_bwd_infer) FWD(asp_mse_
 /* optim.c */
 INFER(asp_update_infer) VERT(asp_update_vertices) FWD(asp_sgd_forward) FWD(asp_adam_forward)
 
+/* onnx_elementwise.c */
+INFER(asp_unary_infer) FWD(asp_unary_forward) BWD(asp_unary_backward) FWD(asp_unary_bwd_forward)
+INFER(asp_binary_infer) FWD(asp_binary_forward) BWD(asp_binary_backward)
+INFER(asp_binary_bwd_infer) FWD(asp_binary_bwd_forward) INFER(asp_expand_infer)
+FWD(asp_expand_forward) BWD(asp_expand_backward)
+/* onnx_shape.c */
+INFER(asp_transpose_infer) FWD(asp_transpose_forward) BWD(asp_transpose_backward)
+INFER(asp_pad_infer) FWD(asp_pad_forward) BWD(asp_pad_backward) INFER(asp_pad_bwd_infer)
+FWD(asp_pad_bwd_forward) INFER(asp_sslice_infer) FWD(asp_sslice_forward)
+BWD(asp_sslice_backward) INFER(asp_sslice_bwd_infer) FWD(asp_sslice_bwd_forward)
+INFER(asp_gather_infer) FWD(asp_gather_forward) BWD(asp_gather_backward)
+INFER(asp_gather_bwd_infer) FWD(asp_gather_bwd_forward) INFER(asp_reduce_infer)
+FWD(asp_reduce_forward) BWD(asp_reduce_backward) INFER(asp_reduce_bwd_infer)
+FWD(asp_reduce_bwd_forward)
+/* onnx_nn.c */
+INFER(asp_matmul_infer) VERT(asp_matmul_vertices) FWD(asp_matmul_forward)
+BWD(asp_matmul_backward) MACS(asp_matmul_macs) FWD(asp_log_softmax_forward)
+BWD(asp_log_softmax_backward) INFER(asp_log_softmax_bwd_infer) FWD(asp_log_softmax_bwd_forward)
+INFER(asp_lrn_infer) FWD(asp_lrn_forward) BWD(asp_lrn_backward) FWD(asp_lrn_bwd_forward)
+INFER(asp_conv_transpose_infer) BWD(asp_conv_transpose_backward)
+/* darknet.c */
+INFER(asp_dn_shortcut_infer) VERT(asp_dn_shortcut_vertices) FWD(asp_dn_shortcut_forward)
+BWD(asp_dn_shortcut_backward) INFER(asp_dn_shortcut_bwd_infer)
+VERT(asp_dn_shortcut_bwd_vertices) FWD(asp_dn_shortcut_bwd_forward)
+
 #undef FWD
 #undef INFER
 #undef BWD

@@ -52,13 +52,63 @@
     X(SOFTMAX_CE_BWD, 48) \
     X(MSE_BWD, 49) \
     X(SGD_UPDATE, 60) \
-    X(ADAM_UPDATE, 61)
+    X(ADAM_UPDATE, 61) \
+    /* ONNX (src/ops/onnx_*.c), ids 80-139 */ \
+    X(EXP, 80) \
+    X(LOG, 81) \
+    X(SQRT, 82) \
+    X(NEG, 83) \
+    X(ABS, 84) \
+    X(RECIPROCAL, 85) \
+    X(ERF, 86) \
+    X(ELU, 87) \
+    X(SELU, 88) \
+    X(SOFTPLUS, 89) \
+    X(HARDSIGMOID, 90) \
+    X(CLIP, 91) \
+    X(AFFINE, 92) \
+    X(SOFTSIGN, 93) \
+    X(SIN, 94) \
+    X(COS, 95) \
+    X(HARDSWISH, 96) \
+    X(UNARY_BWD, 97) \
+    X(BADD, 100) \
+    X(SUB, 101) \
+    X(BMUL, 102) \
+    X(DIV, 103) \
+    X(POW, 104) \
+    X(BMIN, 105) \
+    X(BMAX, 106) \
+    X(PRELU, 107) \
+    X(BINARY_BWD, 108) \
+    X(EXPAND, 109) \
+    X(TRANSPOSE, 110) \
+    X(PAD, 111) \
+    X(PAD_BWD, 112) \
+    X(STRIDED_SLICE, 113) \
+    X(STRIDED_SLICE_BWD, 114) \
+    X(GATHER, 115) \
+    X(GATHER_BWD, 116) \
+    X(REDUCE_MEAN, 117) \
+    X(REDUCE_SUM, 118) \
+    X(REDUCE_MAX, 119) \
+    X(REDUCE_MIN, 120) \
+    X(REDUCE_BWD, 121) \
+    X(MATMUL, 125) \
+    X(LOG_SOFTMAX, 126) \
+    X(LOG_SOFTMAX_BWD, 127) \
+    X(LRN, 128) \
+    X(LRN_BWD, 129) \
+    X(CONV_TRANSPOSE, 130) \
+    /* darknet semantics (src/ops/darknet.c), ids 70-79 */ \
+    X(DARKNET_SHORTCUT, 70) \
+    X(DARKNET_SHORTCUT_BWD, 71)
 
 typedef enum {
 #define ASP_OP_ENUM(name, id) ASP_OP_##name = id,
     ASP_OP_LIST(ASP_OP_ENUM)
 #undef ASP_OP_ENUM
-    ASP_OP_COUNT = 62
+    ASP_OP_COUNT = 140
 } asp_op;
 
 enum {

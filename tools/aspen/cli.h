@@ -60,9 +60,15 @@ int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 
 extern const char usage_train[], usage_eval[], usage_predict[];
+int cmd_info(int, char **);
+extern const char usage_info[];
 int cmd_plan(int, char **);
 extern const char usage_plan[];
+int cmd_graph(int, char **);
+extern const char usage_graph[];
 int cmd_bench(int, char **);
 extern const char usage_bench[];
+int cmd_onnx_test(int, char **);
+extern const char usage_onnx_test[];
 
 #endif

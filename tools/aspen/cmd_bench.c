@@ -134,14 +134,14 @@ static aspen_status bench_build(const aspen_model *m, aspen_store *store, int ba
         int64_t nb[1] = {batch};
         b->labels = aspen_input(g, "labels", ASPEN_I32, 1, nb);
         aspen_tensor loss = aspen_softmax_cross_entropy(g, io.logits, b->labels);
-        aspen_optimizer opt = {ASPEN_OPT_SGD, 0.9f, 0, 0.0f, 0.9f, 0.999f, 1e-8f};
+        aspen_optimizer opt = {.kind = ASPEN_OPT_SGD, .momentum = 0.9f};
         st = aspen_graph_output(g, loss);
         if (st == ASPEN_OK) st = aspen_graph_backward(g, loss);
         if (st == ASPEN_OK) st = aspen_graph_optimizer(g, &opt);
     } else if (st == ASPEN_OK) {
         st = aspen_graph_output(g, io.probs != ASPEN_NONE ? io.probs : io.logits);
     }
-    aspen_compile_opts co = {threads, 0};
+    aspen_compile_opts co = {.threads = threads};
     if (st == ASPEN_OK) st = aspen_compile(g, &co, &b->prog);
     aspen_graph_free(g);
     if (st == ASPEN_OK) st = aspen_engine_new(b->prog, store, threads, &b->eng);

@@ -10,8 +10,11 @@ static const cli_command commands[] = {
     {"train", "train a model on a data set, save a checkpoint", usage_train, cmd_train},
     {"eval", "evaluate a checkpoint on a data set's test split", usage_eval, cmd_eval},
     {"predict", "classify images with a checkpoint", usage_predict, cmd_predict},
+    {"info", "a model's layers: output shapes, parameters, multiply-accumulates", usage_info, cmd_info},
     {"plan", "show a model's compiled memory plan (liveness, arena, recomputation)", usage_plan, cmd_plan},
+    {"graph", "draw a model's computation graph (Graphviz), count its vertices", usage_graph, cmd_graph},
     {"bench", "time forward passes or training steps on synthetic input", usage_bench, cmd_bench},
+    {"onnx-test", "run ONNX backend test cases, pass/fail per op type", usage_onnx_test, cmd_onnx_test},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,104 @@
+/*
+ * onnx_internal.h - what onnx.c (loading, validation, values, the build
+ * driver) and onnx_ops.c (one handler per ONNX op type) share.
+ *
+ * Every ONNX value is a `ox_val`: either a runtime aspen tensor, or a constant
+ * known at import time (initializers, Constant nodes, shapes and everything
+ * folded from them). Constants are kept as float or int64 arrays
+ * and become graph tensors only when a runtime op reads them
+ * (ox_rt: an aspen_param for an initializer, an aspen_state otherwise), so
+ * shape arithmetic (Shape -> Gather -> Concat -> Reshape) costs nothing.
+ */
+#ifndef ASPEN_IO_ONNX_INTERNAL_H
+#define ASPEN_IO_ONNX_INTERNAL_H
+
+#include "graph/graph.h"
+#include "io/onnx.h"
+#include "onnx/onnx.pb-c.h"
+#include "ops/onnx_attrs.h"
+
+enum { OX_FLOAT = 1, OX_INT32 = 6, OX_INT64 = 7, OX_BOOL = 9, OX_DOUBLE = 11 };
+
+typedef struct {
+    const char *name;
+    aspen_tensor t;    /* runtime tensor, or ASPEN_NONE while only a constant */
+    int is_const;
+    int is_init;       /* an initializer (trainable when materialised) */
+    int is_int;        /* integer-valued (ONNX int/bool types) */
+    int ndim;
+    int64_t shape[ASPEN_MAX_DIMS];
+    int64_t n;
+    float *f;          /* constant values (float types) */
+    int64_t *i;        /* constant values (integer types) */
+} ox_val;
+
+typedef struct {
+    char name[ASP_NAME_MAX];
+    float *data; /* owned */
+    int64_t n;
+} ox_mat;
+
+struct asp_onnx_model {
+    char *path;
+    Onnx__ModelProto *proto;
+    int opset;
+    ox_val *vals;
+    int nvals, cap_vals;
+    ox_mat *mats;
+    int nmats, cap_mats;
+    int *inputs; /* graph input value indices (initializers excluded) */
+    int ninputs;
+    int *outputs;
+    int noutputs;
+    const char **op_types;
+    int nop_types;
+    aspen_graph *g;
+    int training;
+};
+
+typedef struct {
+    asp_onnx_model *m;
+    aspen_graph *g;
+    const Onnx__NodeProto *node;
+    int opset;
+    int training;
+} ox_ctx;
+
+/* Error "FILE: node 'NAME' (OP): MSG" (status st). */
+aspen_status ox_fail(ox_ctx *c, aspen_status st, const char *fmt, ...) ASP_PRINTF(3, 4);
+
+/* Node inputs and outputs. ox_in: NULL when absent ("" name or past the end). */
+ox_val *ox_in(ox_ctx *c, int i);
+int ox_nin(ox_ctx *c);
+/* The runtime F32 tensor of a value (materialises a constant). */
+aspen_tensor ox_rt(ox_ctx *c, ox_val *v);
+aspen_status ox_set(ox_ctx *c, int out, aspen_tensor t);
+/* Output `out` as a constant: takes ownership of f or i (one of them). */
+aspen_status ox_set_const(ox_ctx *c, int out, int ndim, const int64_t *shape, float *f,
+                          int64_t *i);
+/* A constant integer list input (shape, axes, pads ...): values in *v (pointer into the
+ * constant), count in *n. Fails naming the input if it is not a constant. */
+aspen_status ox_const_ints(ox_ctx *c, int input, const int64_t **v, int64_t *n);
+float ox_const_scalar(const ox_val *v); /* first element of a constant */
+
+/* Attributes. */
+const Onnx__AttributeProto *ox_attr(ox_ctx *c, const char *name);
+int64_t ox_attr_i(ox_ctx *c, const char *name, int64_t dflt);
+float ox_attr_f(ox_ctx *c, const char *name, float dflt);
+const char *ox_attr_s(ox_ctx *c, const char *name, const char *dflt);
+/* ints attribute: count, or -1 when absent */
+int ox_attr_ints(ox_ctx *c, const char *name, const int64_t **v);
+
+/* Tensor proto -> constant arrays (float or int64 by type); validates sizes. */
+aspen_status ox_tensor_values(const Onnx__TensorProto *t, const char *what, int *is_int,
+                              float **f, int64_t **iv, int64_t *n);
+
+/* Shape helpers */
+aspen_tensor ox_reshape(ox_ctx *c, aspen_tensor x, int ndim, const int64_t *shape);
+int ox_ndim(ox_ctx *c, aspen_tensor t);
+void ox_shape(ox_ctx *c, aspen_tensor t, int64_t *shape);
+
+/* onnx_ops.c: run the handler of the current node. */
+aspen_status ox_run_node(ox_ctx *c);
+
+#endif

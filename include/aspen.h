@@ -303,7 +303,7 @@ int aspen_engine_threads(const aspen_engine *e);
 
 /* ---------------------------------------------------------------- models */
 
-/* A model description (darknet-style cfg). */
+/* A model: a darknet-style cfg file, or an ONNX file (by the .onnx extension). */
 typedef struct aspen_model aspen_model;
 
 aspen_status aspen_model_load(const char *path, aspen_model **out);
@@ -311,7 +311,7 @@ aspen_status aspen_model_load(const char *path, aspen_model **out);
 aspen_status aspen_model_parse(const char *text, size_t len, const char *name,
                                aspen_model **out);
 void aspen_model_free(aspen_model *m);
-const char *aspen_model_text(const aspen_model *m);  /* the cfg text */
+const char *aspen_model_text(const aspen_model *m);  /* the cfg text; NULL for ONNX models */
 const char *aspen_model_name(const aspen_model *m);
 void aspen_model_input(const aspen_model *m, int *c, int *h, int *w);
 
@@ -326,6 +326,45 @@ typedef struct {
  * dropout modes. */
 aspen_status aspen_model_build(const aspen_model *m, aspen_graph *g, int64_t batch,
                                int training, aspen_model_io *io);
+
+/* One layer of a loaded model (after [repeat] expansion), in layer order.
+ * Strings live as long as the model. */
+typedef struct {
+    const char *name;     /* "conv0", "layer3.2.conv1": graph layer and parameter prefix */
+    const char *type;     /* its section: "convolutional", "shortcut" ... */
+    int line;             /* line of that section in the file */
+    int ndim;             /* per-image output: 3 (C,H,W) or 1 (K) */
+    int64_t shape[3];
+    /* Repeated blocks: the [block] the layer was instantiated from, or NULL. */
+    const char *block;    /* the definition's name ("bottleneck") */
+    const char *instance; /* "layer3.2" */
+    int repeat;           /* which [repeat] section, 0-based in file order; -1 outside */
+    int instance_index;   /* 0 .. instance_count-1 within that [repeat] */
+    int instance_count;   /* the [repeat]'s count */
+} aspen_layer_info;
+
+int aspen_model_layer_count(const aspen_model *m);
+/* Layer i (0 <= i < count); EINVAL when out of range. */
+aspen_status aspen_model_layer_info(const aspen_model *m, int i, aspen_layer_info *info);
+
+/* Re-derive every shape for another input size (c, h, w), as if the [net]
+ * section said so. On failure (a layer that no longer fits: the message names
+ * its file line) m is unchanged. */
+aspen_status aspen_model_set_input(aspen_model *m, int c, int h, int w);
+
+typedef enum {
+    ASPEN_LOSS_SOFTMAX_CE = 0, /* classifier: io.logits (batch, classes) */
+    ASPEN_LOSS_MSE = 1         /* [cost] type=mse: io.logits is the output, same shape as
+                                  io.input (autoencoders reconstruct their input) */
+} aspen_loss_kind;
+
+/* The loss the model file asks for. */
+aspen_loss_kind aspen_model_loss(const aspen_model *m);
+
+/* Parameters that come with the model itself (an ONNX file's initializers)
+ * written into s; nothing for cfg models, whose parameters start from their
+ * initialisers. Call before creating engines on s. */
+aspen_status aspen_model_init_store(const aspen_model *m, aspen_store *s);
 
 /* Build m's training graph: the model at `batch` in training mode, mean softmax
  * cross-entropy of its logits against an I32 input "labels" (batch), the

@@ -9,7 +9,7 @@ set -euo pipefail
 
 pkgs=(build-essential zlib1g-dev libpng-dev libcjson-dev dataset-fashion-mnist
       nodejs npm graphviz libprotobuf-c-dev protobuf-c-compiler libonnx-dev
-      libonnx-testdata)
+      libonnx-testdata python3-onnx)
 
 missing=()
 for p in "${pkgs[@]}"; do

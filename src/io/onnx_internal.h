@@ -17,7 +17,24 @@
 #include "onnx/onnx.pb-c.h"
 #include "ops/onnx_attrs.h"
 
-enum { OX_FLOAT = 1, OX_INT32 = 6, OX_INT64 = 7, OX_BOOL = 9, OX_DOUBLE = 11 };
+/* ONNX element types (TensorProto.DataType). Every runtime tensor is F32:
+ * integer and bool values are exact in f32 below 2^24, so integer arithmetic
+ * runs in f32 and its results are brought back to their type's range by the
+ * cast_values op (truncation and wrap-around, as a C cast); float16 and
+ * bfloat16 values are rounded the same way. ox_val.dtype keeps the ONNX
+ * type, so outputs compare with the type the model declares. */
+enum {
+    OX_FLOAT = 1, OX_UINT8 = 2, OX_INT8 = 3, OX_UINT16 = 4, OX_INT16 = 5, OX_INT32 = 6,
+    OX_INT64 = 7, OX_STRING = 8, OX_BOOL = 9, OX_FLOAT16 = 10, OX_DOUBLE = 11, OX_UINT32 = 12,
+    OX_UINT64 = 13, OX_BFLOAT16 = 16
+};
+
+/* Whether ONNX element type dt holds integers (bool included). */
+static inline int ox_is_int_type(int dt)
+{
+    return (dt >= OX_UINT8 && dt <= OX_INT64) || dt == OX_BOOL || dt == OX_UINT32 ||
+           dt == OX_UINT64;
+}
 
 typedef struct {
     const char *name;
@@ -25,6 +42,7 @@ typedef struct {
     int is_const;
     int is_init;       /* an initializer (trainable when materialised) */
     int is_int;        /* integer-valued (ONNX int/bool types) */
+    int dtype;         /* ONNX element type (OX_*) */
     int ndim;
     int64_t shape[ASPEN_MAX_DIMS];
     int64_t n;
@@ -62,6 +80,7 @@ typedef struct {
     const Onnx__NodeProto *node;
     int opset;
     int training;
+    int out_dtype; /* ONNX type of the outputs ox_set defines; 0: input 0's (reset per node) */
 } ox_ctx;
 
 /* Error "FILE: node 'NAME' (OP): MSG" (status st). */
@@ -92,6 +111,16 @@ int ox_attr_ints(ox_ctx *c, const char *name, const int64_t **v);
 /* Tensor proto -> constant arrays (float or int64 by type); validates sizes. */
 aspen_status ox_tensor_values(const Onnx__TensorProto *t, const char *what, int *is_int,
                               float **f, int64_t **iv, int64_t *n);
+
+/* The ONNX type of a node's outputs when the handler set none: input 0's. */
+int ox_out_dtype(ox_ctx *c);
+/* x brought to the values ONNX type dt can hold (truncation and wrap for
+ * integers, 0/1 for bool, rounding for float16/bfloat16); x itself for
+ * float and double. */
+aspen_tensor ox_cast_values(ox_ctx *c, aspen_tensor x, int dt);
+/* ox_set, first bringing t to the range of the output type when it is an
+ * integer type (integer arithmetic computed in f32). */
+aspen_status ox_set_arith(ox_ctx *c, int out, aspen_tensor t);
 
 /* Shape helpers */
 aspen_tensor ox_reshape(ox_ctx *c, aspen_tensor x, int ndim, const int64_t *shape);

@@ -51,6 +51,7 @@
 
 #include "core/core.h"
 #include "io/cfg.h"
+#include "io/onnx.h"
 #include "models/model.h"
 #include "ops/darknet.h"
 
@@ -106,6 +107,7 @@ typedef struct {
 } layer;
 
 struct aspen_model {
+    asp_onnx_model *onnx; /* an imported ONNX model (then no cfg text or layers) */
     char *text; /* the cfg text, NUL-terminated */
     size_t len;
     char *name; /* basename without .cfg */
@@ -729,6 +731,7 @@ static bool is_net(const char *name)
 void aspen_model_free(aspen_model *m)
 {
     if (!m) return;
+    asp_onnx_free(m->onnx);
     for (int i = 0; i < m->nlayers; i++) free(m->layers[i].refs);
     free(m->layers);
     free(m->text);
@@ -1028,10 +1031,64 @@ aspen_status aspen_model_parse(const char *text, size_t len, const char *name, a
     return parse_model(text, len, name && name[0] ? name : "<model>", NULL, out);
 }
 
+static int has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* An ONNX file as a model: its name, and its input size from a trial build. */
+static aspen_status load_onnx(const char *path, aspen_model **out)
+{
+    aspen_model *m = asp_calloc(1, sizeof(*m));
+    if (!m) return ASPEN_ENOMEM;
+    aspen_status st = asp_onnx_load(path, &m->onnx);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    m->file = asp_strdup(path);
+    m->name = asp_strdup(base);
+    if (st == ASPEN_OK && (!m->file || !m->name)) st = ASPEN_ENOMEM;
+    if (st == ASPEN_OK) m->name[strlen(m->name) - 5] = 0; /* drop ".onnx" */
+    aspen_graph *g = st == ASPEN_OK ? aspen_graph_new() : NULL;
+    if (st == ASPEN_OK && !g) st = ASPEN_ENOMEM;
+    aspen_model_io io;
+    if (st == ASPEN_OK) st = asp_onnx_build(m->onnx, g, 1, 0, NULL, &io);
+    if (st == ASPEN_OK) {
+        int nd = aspen_tensor_ndim(g, io.input);
+        if (nd != 4 && nd != 2)
+            st = asp_err(ASPEN_EUNSUPPORTED, "%s: input '%s' has %d dimensions; aspen takes "
+                         "images (N,C,H,W) or vectors (N,K)", path, aspen_tensor_name(g, io.input), nd);
+        m->c = (int)aspen_tensor_dim(g, io.input, 1);
+        m->h = nd == 4 ? (int)aspen_tensor_dim(g, io.input, 2) : 1;
+        m->w = nd == 4 ? (int)aspen_tensor_dim(g, io.input, 3) : 1;
+    }
+    aspen_graph_free(g);
+    if (st != ASPEN_OK) {
+        aspen_model_free(m);
+        return st;
+    }
+    *out = m;
+    return ASPEN_OK;
+}
+
+aspen_status aspen_model_init_store(const aspen_model *m, aspen_store *s)
+{
+    if (!m || !s) return asp_err(ASPEN_EINVAL, "aspen_model_init_store: NULL argument");
+    if (!m->onnx) return ASPEN_OK;
+    aspen_graph *g = aspen_graph_new();
+    if (!g) return ASPEN_ENOMEM;
+    aspen_model_io io;
+    aspen_status st = asp_onnx_build(m->onnx, g, 1, 1, NULL, &io);
+    if (st == ASPEN_OK) st = asp_onnx_init_store(m->onnx, s);
+    aspen_graph_free(g);
+    return st;
+}
+
 aspen_status aspen_model_load(const char *path, aspen_model **out)
 {
     if (!out || !path) return asp_err(ASPEN_EINVAL, "aspen_model_load: NULL argument");
     *out = NULL;
+    if (has_suffix(path, ".onnx")) return load_onnx(path, out);
     char *text;
     size_t len;
     aspen_status st = asp_read_file(path, &text, &len);
@@ -1044,6 +1101,9 @@ aspen_status aspen_model_load(const char *path, aspen_model **out)
 aspen_status aspen_model_set_input(aspen_model *m, int c, int h, int w)
 {
     if (!m) return asp_err(ASPEN_EINVAL, "aspen_model_set_input: model is NULL");
+    if (m->onnx)
+        return asp_err(ASPEN_EUNSUPPORTED, "%s: the input size of an ONNX model is fixed by the file",
+                       m->file);
     if (c < 1 || h < 1 || w < 1 || c > MAX_DIM || h > MAX_DIM || w > MAX_DIM)
         return asp_err(ASPEN_EINVAL, "%s: input %dx%dx%d: each size must be in [1, %d]", m->file,
                        c, h, w, MAX_DIM);
@@ -1108,6 +1168,19 @@ aspen_status aspen_model_build(const aspen_model *m, aspen_graph *g, int64_t bat
     *io = (aspen_model_io){ASPEN_NONE, ASPEN_NONE, ASPEN_NONE, 0};
     aspen_status st = graph_failed(g);
     if (st) return st;
+    if (m->onnx) {
+        st = asp_onnx_build(m->onnx, g, batch, training, NULL, io);
+        if (st == ASPEN_OK && io->logits != ASPEN_NONE) {
+            if (aspen_tensor_ndim(g, io->logits) != 2) {
+                aspen_graph_set_layer(g, "output");
+                io->logits = aspen_flatten(g, io->logits);
+            }
+            io->classes = (int)aspen_tensor_dim(g, io->logits, 1);
+            if (!training && io->probs == ASPEN_NONE) io->probs = aspen_softmax(g, io->logits);
+            st = graph_failed(g);
+        }
+        return st;
+    }
     bctx b = {.g = g, .batch = batch, .training = training, .logits = ASPEN_NONE,
               .probs = ASPEN_NONE};
     b.outs = asp_array((size_t)m->nlayers, sizeof(*b.outs));

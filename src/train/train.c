@@ -20,7 +20,8 @@ typedef struct {
     aspen_engine *eng;
     aspen_tensor input, logits;
     int64_t batch;
-    int classes;
+    int classes;      /* 0 for reconstruction (MSE) models */
+    int64_t out_size; /* output elements per image */
 } infer_session;
 
 static void infer_free(infer_session *s)
@@ -39,6 +40,7 @@ static aspen_status infer_new(const aspen_model *m, aspen_store *store, int64_t 
     aspen_model_io io;
     aspen_status st = aspen_model_build(m, g, batch, 0, &io);
     if (st == ASPEN_OK) st = aspen_graph_output(g, io.logits);
+    if (st == ASPEN_OK) s->out_size = aspen_tensor_numel(g, io.logits) / batch;
     aspen_compile_opts co;
     memset(&co, 0, sizeof(co));
     co.threads = threads;
@@ -66,7 +68,7 @@ static aspen_status infer_run(infer_session *s, const float *images, int64_t n, 
     aspen_step step = {0.0f, 0};
     aspen_status st = aspen_engine_run(s->eng, &step);
     if (st != ASPEN_OK) return st;
-    memcpy(logits, aspen_engine_data(s->eng, s->logits), (size_t)(n * s->classes) * sizeof(float));
+    memcpy(logits, aspen_engine_data(s->eng, s->logits), (size_t)(n * s->out_size) * sizeof(float));
     return ASPEN_OK;
 }
 
@@ -93,7 +95,7 @@ static aspen_status check_data(const aspen_model *m, const aspen_dataset *d, int
     if (d->c != c || d->h != h || d->w != w)
         return asp_err(ASPEN_ESHAPE, "%s: images are %dx%dx%d but model '%s' takes %dx%dx%d",
                        d->name, d->c, d->h, d->w, aspen_model_name(m), c, h, w);
-    if (d->classes > classes)
+    if (aspen_model_loss(m) == ASPEN_LOSS_SOFTMAX_CE && d->classes > classes)
         return asp_err(ASPEN_ESHAPE, "%s: %d classes but model '%s' outputs %d", d->name,
                        d->classes, aspen_model_name(m), classes);
     if (d->n < 1) return asp_err(ASPEN_EINVAL, "%s: no images", d->name);
@@ -104,7 +106,7 @@ static aspen_status eval_with(infer_session *s, const aspen_dataset *d, double *
                               double *accuracy)
 {
     int64_t isz = (int64_t)d->c * d->h * d->w;
-    float *logits = asp_array((size_t)(s->batch * s->classes), sizeof(float));
+    float *logits = asp_array((size_t)(s->batch * s->out_size), sizeof(float));
     if (!logits) return ASPEN_ENOMEM;
     double total = 0.0;
     int64_t correct = 0;
@@ -112,12 +114,21 @@ static aspen_status eval_with(infer_session *s, const aspen_dataset *d, double *
     for (int64_t i = 0; i < d->n && st == ASPEN_OK; i += s->batch) {
         int64_t n = ASP_MIN(s->batch, d->n - i);
         st = infer_run(s, d->x + i * isz, n, isz, logits);
-        if (st == ASPEN_OK) score(logits, d->y + i, n, s->classes, &total, &correct);
+        if (st != ASPEN_OK) break;
+        if (s->classes) {
+            score(logits, d->y + i, n, s->classes, &total, &correct);
+        } else {
+            /* reconstruction: mean squared error against the input */
+            const float *x = d->x + i * isz;
+            double se = 0.0;
+            for (int64_t j = 0; j < n * isz; j++) se += (double)(logits[j] - x[j]) * (logits[j] - x[j]);
+            total += se / (double)isz;
+        }
     }
     free(logits);
     if (st != ASPEN_OK) return st;
     *loss = total / (double)d->n;
-    *accuracy = (double)correct / (double)d->n;
+    *accuracy = s->classes ? (double)correct / (double)d->n : -1.0;
     return ASPEN_OK;
 }
 
@@ -207,8 +218,16 @@ aspen_status aspen_model_build_train(const aspen_model *m, aspen_graph *g, int64
     aspen_status st = aspen_model_build(m, g, batch, 1, io);
     if (st != ASPEN_OK) return st;
     int64_t nb[1] = {batch};
-    *labels = aspen_input(g, "labels", ASPEN_I32, 1, nb);
-    *loss = aspen_softmax_cross_entropy(g, io->logits, *labels);
+    if (aspen_model_loss(m) == ASPEN_LOSS_MSE) {
+        /* an autoencoder: reconstruct the input */
+        *labels = ASPEN_NONE;
+        aspen_graph_set_layer(g, "loss");
+        *loss = aspen_mse(g, io->logits, io->input);
+    } else {
+        *labels = aspen_input(g, "labels", ASPEN_I32, 1, nb);
+        aspen_graph_set_layer(g, "loss");
+        *loss = aspen_softmax_cross_entropy(g, io->logits, *labels);
+    }
     st = aspen_graph_status(g);
     if (st != ASPEN_OK) return asp_err(st, "%s", aspen_graph_errmsg(g));
     if (st == ASPEN_OK) st = aspen_graph_output(g, io->logits);
@@ -311,7 +330,7 @@ aspen_status aspen_train(const aspen_model *m, aspen_store *store, const aspen_d
                 for (int64_t i = 0; i < piece; i++) {
                     int64_t src = perm[b * o->batch + q * piece + i];
                     memcpy(in + i * isz, train->x + src * isz, (size_t)isz * sizeof(float));
-                    lab[i] = train->y[src];
+                    if (lab) lab[i] = train->y[src];
                 }
                 s.step = ++step;
                 st = aspen_engine_run(t.eng, &s);
@@ -323,7 +342,7 @@ aspen_status aspen_train(const aspen_model *m, aspen_store *store, const aspen_d
                     break;
                 }
                 batch_loss += *lossp;
-                for (int64_t i = 0; i < piece; i++) {
+                for (int64_t i = 0; lab && i < piece; i++) {
                     const float *row = logits + i * t.classes;
                     int best = 0;
                     for (int j = 1; j < t.classes; j++)
@@ -335,7 +354,7 @@ aspen_status aspen_train(const aspen_model *m, aspen_store *store, const aspen_d
             loss_sum += batch_loss / pieces;
             if (o->progress && ((b + 1) % 20 == 0 || b + 1 == batches)) {
                 es.train_loss = loss_sum / (double)(b + 1);
-                es.train_accuracy = (double)correct / (double)((b + 1) * o->batch);
+                es.train_accuracy = lab ? (double)correct / (double)((b + 1) * o->batch) : -1.0;
                 es.seconds = asp_now() - t0;
                 es.images_per_second = (double)((b + 1) * o->batch) / es.seconds;
                 o->progress(o->user, &es, b + 1, batches, 0);
@@ -344,7 +363,7 @@ aspen_status aspen_train(const aspen_model *m, aspen_store *store, const aspen_d
         if (st != ASPEN_OK) break;
         es.seconds = asp_now() - t0;
         es.train_loss = loss_sum / (double)batches;
-        es.train_accuracy = (double)correct / (double)(batches * o->batch);
+        es.train_accuracy = lab ? (double)correct / (double)(batches * o->batch) : -1.0;
         es.images_per_second = (double)(batches * o->batch) / es.seconds;
         if (test) st = eval_with(&ev, test, &es.test_loss, &es.test_accuracy);
         if (st == ASPEN_OK && o->progress) o->progress(o->user, &es, batches, batches, 1);

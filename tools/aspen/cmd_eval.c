@@ -73,9 +73,13 @@ int cmd_eval(int argc, char **argv)
         rc = cli_fail(st);
         goto done;
     }
-    int64_t correct = (int64_t)llround(acc * (double)test->n);
-    printf("test accuracy %.4f (%lld/%lld)  loss %.4f  %.2f s\n", acc, (long long)correct,
-           (long long)test->n, loss, secs);
+    if (acc >= 0) {
+        int64_t correct = (int64_t)llround(acc * (double)test->n);
+        printf("test accuracy %.4f (%lld/%lld)  loss %.4f  %.2f s\n", acc, (long long)correct,
+               (long long)test->n, loss, secs);
+    } else {
+        printf("test loss (mean squared error) %.6f  %.2f s\n", loss, secs);
+    }
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "checkpoint", a.pos[0]);

@@ -20,7 +20,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "models/model.h"
 
 const char usage_info[] =
     "usage: aspen info MODEL [options]\n"

@@ -60,9 +60,10 @@ static void progress(void *user, const aspen_epoch_stats *st, int64_t done, int6
         return;
     }
     if (p->tty) fprintf(stderr, "\r%*s\r", 80, "");
-    printf("epoch %d/%d  loss %.4f  train %.2f%%", st->epoch, st->epochs, st->train_loss,
-           100.0 * st->train_accuracy);
+    printf("epoch %d/%d  loss %.4f", st->epoch, st->epochs, st->train_loss);
+    if (st->train_accuracy >= 0) printf("  train %.2f%%", 100.0 * st->train_accuracy);
     if (st->test_accuracy >= 0) printf("  test %.2f%%", 100.0 * st->test_accuracy);
+    else if (st->test_loss >= 0) printf("  test loss %.4f", st->test_loss);
     printf("  %.1f s  %.0f img/s\n", st->seconds, st->images_per_second);
     fflush(stdout);
 }
@@ -177,9 +178,13 @@ int cmd_train(int argc, char **argv)
                plan.naive_bytes ? (double)plan.arena_bytes / (double)plan.naive_bytes : 0.0,
                plan.persistent_bytes / 1048576.0, plan.io_bytes / 1048576.0, plan.nodes,
                plan.vertices);
-    int64_t correct = (int64_t)llround(last.test_accuracy * (double)test->n);
-    printf("test accuracy %.4f (%lld/%lld)\n", last.test_accuracy, (long long)correct,
-           (long long)test->n);
+    if (last.test_accuracy >= 0) {
+        int64_t correct = (int64_t)llround(last.test_accuracy * (double)test->n);
+        printf("test accuracy %.4f (%lld/%lld)\n", last.test_accuracy, (long long)correct,
+               (long long)test->n);
+    } else {
+        printf("test loss (mean squared error) %.6f\n", last.test_loss);
+    }
     cJSON *meta = cJSON_CreateObject();
     cJSON_AddStringToObject(meta, "data", data);
     cJSON *labels = cJSON_AddArrayToObject(meta, "labels");

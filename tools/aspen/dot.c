@@ -145,6 +145,7 @@ typedef struct {
     const aspen_graph *g;
     const dot_opts *o;
     int nn, nt, nl, nb, ne, ecap;
+    int tnodes;    /* parameter nodes written */
     aspen_node_info *ni;
     int *layer_of; /* node -> layer */
     int *pos;      /* node -> position in its layer's node list */
@@ -713,6 +714,7 @@ static void write_param_node(FILE *f, dgraph *d, aspen_tensor t)
 {
     char sh[64];
     d->shown[t] = true;
+    d->tnodes++;
     shape_str(d, t, false, sh, sizeof(sh));
     fprintf(f, "    t%d [label=\"", t);
     put_esc(f, aspen_tensor_name(d->g, t));
@@ -852,6 +854,7 @@ int dot_write(FILE *f, const aspen_graph *g, const dot_opts *o, dot_stats *st)
         write_layer(f, &d, li, st);
         if (b && li == b->first + b->count - 1) fprintf(f, " }\n");
     }
+    st->nodes += d.tnodes;
     write_inputs(f, &d, st);
     write_edges(f, &d, st);
     fprintf(f, "}\n");

@@ -21,7 +21,9 @@ PyTorch: /usr/bin/python3 (this script re-run as a worker), torch.set_num_thread
 The two sides alternate, RUNS times each (env RUNS, default 3). Printed: the
 median epoch time of each side, the ratio aspen/PyTorch (below 1: aspen faster),
 the test accuracies after the epoch, and the peak RSS of each process (maximum
-resident set size from /usr/bin/time -v, when it is installed).
+resident set size from /usr/bin/time -v, when it is installed). Each run's line
+ends with the 1-minute load average: on a shared machine, runs with a load well
+above the thread count were slowed by other work and should be repeated.
 
 Usage: bench/train_vs_pytorch.sh   (builds aspen first), or
        RUNS=5 WORKLOADS=lenet /usr/bin/python3 bench/train_vs_pytorch.py
@@ -161,6 +163,14 @@ def cpu_name():
     return platform.processor() or "unknown CPU"
 
 
+def load():
+    """The 1-minute load average: above the thread count, other work shared the cores."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
 def mib(kib):
     return "%.0f" % (kib / 1024.0) if kib else "n/a"
 
@@ -190,12 +200,14 @@ def main():
         for r in range(runs):
             a = run_aspen(aspen, model, threads)
             res["aspen"].append(a)
-            print("  %s run %d aspen:   %.2f s  test %.2f%%  peak RSS %s MiB" %
-                  (w, r + 1, a[0]["seconds"], 100 * a[0]["test_accuracy"], mib(a[1])), flush=True)
+            print("  %s run %d aspen:   %.2f s  test %.2f%%  peak RSS %s MiB  load %.1f" %
+                  (w, r + 1, a[0]["seconds"], 100 * a[0]["test_accuracy"], mib(a[1]), load()),
+                  flush=True)
             t = run_torch(w, threads)
             res["pytorch"].append(t)
-            print("  %s run %d pytorch: %.2f s  test %.2f%%  peak RSS %s MiB" %
-                  (w, r + 1, t[0]["seconds"], 100 * t[0]["test_accuracy"], mib(t[1])), flush=True)
+            print("  %s run %d pytorch: %.2f s  test %.2f%%  peak RSS %s MiB  load %.1f" %
+                  (w, r + 1, t[0]["seconds"], 100 * t[0]["test_accuracy"], mib(t[1]), load()),
+                  flush=True)
         med = {k: statistics.median(x[0]["seconds"] for x in v) for k, v in res.items()}
         acc = {k: statistics.median(x[0]["test_accuracy"] for x in v) for k, v in res.items()}
         rss = {k: (statistics.median(x[1] for x in v) if all(x[1] for x in v) else None)

@@ -251,6 +251,7 @@ typedef struct {
     double recompute_macs;    /* extra multiply-accumulates of recomputation per step */
     double macs;              /* multiply-accumulates of one run, recomputation included */
     int recompute_nodes;      /* ops re-run in the backward pass */
+    int fused_updates;        /* SGD momentum folded into the gradient op */
     aspen_recompute recompute;/* the policy the plan uses (auto resolved) */
 } aspen_plan_stats;
 
@@ -478,6 +479,10 @@ typedef struct {
 aspen_status aspen_onnx_run_case(const char *dir, int threads, aspen_onnx_case *r);
 /* The ONNX op types the importer handles (NULL-terminated static list). */
 const char *const *aspen_onnx_supported_ops(void);
+/* Write model m with the values in s (its checkpoint's store) as an ONNX
+ * model (opset 13, the batch axis symbolic), atomically. Fails naming the
+ * first op with no ONNX mapping, or a tensor missing from s; s is not changed. */
+aspen_status aspen_onnx_export(const aspen_model *m, aspen_store *s, const char *path);
 
 #ifdef __cplusplus
 }

@@ -93,7 +93,7 @@ TEST(graph_lenet_clusters_phases_shapes)
                   strstr(dot, "label=\"1x28x28\"");
     bool back = strstr(dot, "dir=back") != NULL, start = strncmp(dot, "digraph", 7) == 0;
     free(dot);
-    /* conv0 maxpool1 conv2 maxpool3 fc4 fc5 softmax6 (the loss) */
+    /* conv0 maxpool1 conv2 maxpool3 fc4 fc5, and the loss */
     CHECK_MSG(layers == 7 && clusters == 7, "layers %d, clusters %d", layers, clusters);
     CHECK_MSG(f == 7 && b == 7 && u == 4, "cells f %d b %d u %d", f, b, u);
     CHECK(bwd > 0 && upd == 8); /* weight and bias of 2 convs and 2 dense layers */

@@ -311,6 +311,33 @@ static aspen_tensor b_conv_transpose(aspen_graph *g, const aspen_tensor *p, aspe
     return asp_graph_node(g, ASP_OP_CONV_TRANSPOSE, 2, p, &a, NULL);
 }
 
+UNARY_CASE(b_floor, ASP_OP_FLOOR, 0, 0, 0)
+UNARY_CASE(b_sign, ASP_OP_SIGN, 0, 0, 0)
+UNARY_CASE(b_cast_values, ASP_OP_CAST_VALUES, 1.0f, 0, 0)
+static aspen_tensor b_mod(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)
+{
+    asp_ox_attrs a;
+    memset(&a, 0, sizeof(a));
+    a.i[2] = 1; /* C fmod */
+    aspen_tensor in[2] = {ox1(g, ASP_OP_AFFINE, p[0], &(asp_ox_attrs){.f = {3.0f, 0.0f}}), positive(g, p[1])};
+    return asp_ox_node(g, ASP_OP_MOD, 2, in, &a);
+}
+/* where(s0 > s1, p0, p1) with s0, s1 fixed states: a 0/1 condition that the
+ * finite differences do not move */
+static aspen_tensor b_where(aspen_graph *g, const aspen_tensor *p, aspen_tensor e)
+{
+    asp_ox_attrs z;
+    memset(&z, 0, sizeof(z));
+    int64_t s[2] = {3, 4};
+    aspen_init u = {ASPEN_INIT_UNIFORM, 1.0f};
+    aspen_tensor cond = ox2(g, ASP_OP_GREATER, aspen_state(g, "s0", 2, s, u), aspen_state(g, "s1", 2, s, u));
+    aspen_tensor in[3] = {cond, p[0], p[1]};
+    return asp_ox_node(g, ASP_OP_WHERE, 3, in, &z);
+}
+UNARY_CASE(b_ceil, ASP_OP_CEIL, 0, 0, 0)
+UNARY_CASE(b_round, ASP_OP_ROUND, 0, 0, 0)
+REDUCE_CASE(b_rprod, ASP_OP_REDUCE_PROD)
+
 static const grad_case cases[] = {
     {"dense", 3, {2, 2, 1}, {{3, 5}, {4, 5}, {4}}, b_dense, 0, 2e-2},
     {"dense_nobias", 2, {2, 2}, {{1, 7}, {3, 7}}, b_dense_nobias, 0, 2e-2},
@@ -376,6 +403,14 @@ static const grad_case cases[] = {
     {"onnx_log_softmax", 1, {2}, {{3, 7}}, b_log_softmax, 0, 2e-2},
     {"onnx_lrn", 1, {4}, {{2, 5, 2, 3}}, b_lrn, 0, 2e-2},
     {"onnx_conv_transpose", 2, {4, 4}, {{2, 4, 4, 3}, {4, 3, 3, 3}}, b_conv_transpose, 0, 2e-2},
+    {"onnx_floor", 1, {2}, {{3, 5}}, b_floor, 0, 2e-2},
+    {"onnx_sign", 1, {2}, {{3, 5}}, b_sign, 0, 2e-2},
+    {"onnx_ceil", 1, {2}, {{3, 5}}, b_ceil, 0, 2e-2},
+    {"onnx_round", 1, {2}, {{3, 5}}, b_round, 0, 2e-2},
+    {"onnx_cast_values", 1, {2}, {{3, 5}}, b_cast_values, 0, 2e-2},
+    {"onnx_mod", 2, {2, 1}, {{3, 4}, {4}}, b_mod, 0, 2e-2},
+    {"onnx_where", 2, {2, 2}, {{3, 4}, {1, 4}}, b_where, 0, 2e-2},
+    {"onnx_reduce_prod", 1, {3}, {{2, 3, 4}}, b_rprod, 0, 2e-2},
 };
 
 static double run_loss(aspen_engine *e, aspen_tensor loss)

@@ -208,6 +208,8 @@ aspen_status asp_pass_memplan(aspen_program *p, int no_reuse)
         pl->first = pl->last = t->producer;
         if (t->kind == ASP_T_PARAM || t->kind == ASP_T_STATE)
             pl->storage = ASP_STORE_PERSISTENT;
+        else if (t->kind == ASP_T_ACT && t->producer < 0)
+            pl->storage = ASP_STORE_NONE;
         else if (t->kind == ASP_T_INPUT || t->is_output)
             pl->storage = ASP_STORE_IO;
         else
@@ -221,6 +223,7 @@ aspen_status asp_pass_memplan(aspen_program *p, int no_reuse)
     size_t io = 0, naive = 0, persistent = 0;
     for (int i = 0; i < p->nt; i++) {
         asp_placement *pl = &p->place[i];
+        if (pl->storage == ASP_STORE_NONE) continue;
         size_t *sum = pl->storage == ASP_STORE_IO ? &io
                       : pl->storage == ASP_STORE_PERSISTENT ? &persistent : &naive;
         if (pl->storage == ASP_STORE_IO) pl->offset = io;

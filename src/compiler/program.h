@@ -13,7 +13,8 @@
 typedef enum {
     ASP_STORE_ARENA = 0,      /* transient: activations, gradients */
     ASP_STORE_PERSISTENT = 1, /* parameters and state, in the aspen_store */
-    ASP_STORE_IO = 2          /* inputs and outputs: own buffer, readable after runs */
+    ASP_STORE_IO = 2,         /* inputs and outputs: own buffer, readable after runs */
+    ASP_STORE_NONE = 3        /* removed by a pass: no producer, no reader */
 } asp_storage;
 
 typedef struct {
@@ -45,6 +46,7 @@ struct aspen_program {
 /* Compiler passes (src/compiler/<pass>.c). */
 aspen_status asp_pass_verify(const aspen_graph *g);
 aspen_status asp_pass_schedule(aspen_program *p);
+void asp_pass_fuse_updates(aspen_program *p);
 enum { ASP_RECOMPUTE_NONE = 0, ASP_RECOMPUTE_NORM = 1, ASP_RECOMPUTE_SEGMENTS = 2 };
 aspen_status asp_pass_recompute(aspen_program *p, int policy, size_t segment_bytes,
                                 double *extra_macs);

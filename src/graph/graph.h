@@ -66,6 +66,7 @@ typedef struct {
     int64_t offset;
     int ndim;
     int64_t shape[ASPEN_MAX_DIMS];
+    float beta; /* weight/bias gradients: out = gradient + beta * out (fused momentum) */
 } asp_shape_attrs;
 
 typedef union {

@@ -16,6 +16,7 @@
  * are tagged with their ONNX name as aspen layer, so errors and pictures
  * name them.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,12 +60,28 @@ void asp_onnx_free(asp_onnx_model *m)
 static size_t type_size(int dt)
 {
     switch (dt) {
-    case OX_FLOAT: case OX_INT32: return 4;
-    case OX_INT64: case OX_DOUBLE: return 8;
-    case OX_BOOL: case 2: case 3: return 1; /* bool, uint8, int8 */
-    case 4: case 5: return 2;               /* uint16, int16 */
-    default: return 0;
+    case OX_FLOAT: case OX_INT32: case OX_UINT32: return 4;
+    case OX_INT64: case OX_DOUBLE: case OX_UINT64: return 8;
+    case OX_BOOL: case OX_UINT8: case OX_INT8: return 1;
+    case OX_UINT16: case OX_INT16: case OX_FLOAT16: case OX_BFLOAT16: return 2;
+    default: return 0; /* string, complex */
     }
+}
+
+static float half_to_float(uint16_t h)
+{
+    int e = (h >> 10) & 31, m = h & 1023;
+    float v = e == 0 ? ldexpf((float)m, -24) : e == 31 ? (m ? NAN : INFINITY)
+                                                : ldexpf((float)(m | 1024), e - 25);
+    return h & 0x8000 ? -v : v;
+}
+
+static float bf16_to_float(uint16_t b)
+{
+    uint32_t u = (uint32_t)b << 16;
+    float v;
+    memcpy(&v, &u, 4);
+    return v;
 }
 
 aspen_status ox_tensor_values(const Onnx__TensorProto *t, const char *what, int *is_int,
@@ -78,8 +95,8 @@ aspen_status ox_tensor_values(const Onnx__TensorProto *t, const char *what, int 
     if (t->n_external_data || (t->has_data_location && t->data_location != 0))
         return asp_err(ASPEN_EUNSUPPORTED, "%s: external tensor data is not supported", what);
     if (t->n_dims > ASPEN_MAX_DIMS)
-        return asp_err(ASPEN_EUNSUPPORTED, "%s: %zu dimensions (at most %d)", what, t->n_dims,
-                       ASPEN_MAX_DIMS);
+        return asp_err(ASPEN_EUNSUPPORTED, "%s: %zu dimensions are not supported (at most %d)",
+                       what, t->n_dims, ASPEN_MAX_DIMS);
     int64_t count = 1;
     for (size_t d = 0; d < t->n_dims; d++) {
         if (t->dims[d] < 0 || t->dims[d] > ((int64_t)1 << 31))
@@ -90,12 +107,13 @@ aspen_status ox_tensor_values(const Onnx__TensorProto *t, const char *what, int 
             return asp_err(ASPEN_EFORMAT, "%s: more than 2^31 elements", what);
     }
     *n = count;
-    *is_int = dt != OX_FLOAT && dt != OX_DOUBLE;
+    *is_int = ox_is_int_type(dt);
     size_t have;
     if (t->has_raw_data) have = t->raw_data.len / es;
     else if (dt == OX_FLOAT) have = t->n_float_data;
     else if (dt == OX_DOUBLE) have = t->n_double_data;
     else if (dt == OX_INT64) have = t->n_int64_data;
+    else if (dt == OX_UINT32 || dt == OX_UINT64) have = t->n_uint64_data;
     else have = t->n_int32_data;
     if ((t->has_raw_data && t->raw_data.len != (size_t)count * es) || have != (size_t)count)
         return asp_err(ASPEN_EFORMAT, "%s: data holds %zu values, dimensions say %lld", what, have,
@@ -115,14 +133,21 @@ aspen_status ox_tensor_values(const Onnx__TensorProto *t, const char *what, int 
             case OX_DOUBLE: { double x; memcpy(&x, p, 8); v = x; break; }
             case OX_INT64: memcpy(&w, p, 8); break;
             case OX_INT32: { int32_t x; memcpy(&x, p, 4); w = x; break; }
-            case 4: { uint16_t x; memcpy(&x, p, 2); w = x; break; }
-            case 5: { int16_t x; memcpy(&x, p, 2); w = x; break; }
-            case 3: w = (int8_t)p[0]; break;
+            case OX_UINT32: { uint32_t x; memcpy(&x, p, 4); w = x; break; }
+            case OX_UINT64: { uint64_t x; memcpy(&x, p, 8); w = (int64_t)x; break; }
+            case OX_UINT16: { uint16_t x; memcpy(&x, p, 2); w = x; break; }
+            case OX_INT16: { int16_t x; memcpy(&x, p, 2); w = x; break; }
+            case OX_FLOAT16: { uint16_t x; memcpy(&x, p, 2); v = half_to_float(x); break; }
+            case OX_BFLOAT16: { uint16_t x; memcpy(&x, p, 2); v = bf16_to_float(x); break; }
+            case OX_INT8: w = (int8_t)p[0]; break;
             default: w = p[0]; break;
             }
         } else if (dt == OX_FLOAT) v = t->float_data[k];
         else if (dt == OX_DOUBLE) v = t->double_data[k];
         else if (dt == OX_INT64) w = t->int64_data[k];
+        else if (dt == OX_UINT32 || dt == OX_UINT64) w = (int64_t)t->uint64_data[k];
+        else if (dt == OX_FLOAT16) v = half_to_float((uint16_t)t->int32_data[k]);
+        else if (dt == OX_BFLOAT16) v = bf16_to_float((uint16_t)t->int32_data[k]);
         else w = t->int32_data[k];
         if (*is_int) (*iv)[k] = w;
         else (*f)[k] = (float)v;
@@ -424,6 +449,17 @@ aspen_tensor ox_rt(ox_ctx *c, ox_val *v)
     return v->t;
 }
 
+aspen_tensor ox_const_tensor(ox_ctx *c, int ndim, const int64_t *shape, const float *data)
+{
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    char name[ASP_NAME_MAX];
+    snprintf(name, sizeof(name), "onnx_k%d_%s", c->m->nmats, c->node && c->node->name ? c->node->name : "");
+    if (add_mat(c->m, name, data, n) != ASPEN_OK) return asp_graph_fail(c->g, ASPEN_ENOMEM, "out of memory");
+    aspen_init z = {ASPEN_INIT_ZEROS, 0};
+    return aspen_state(c->g, c->m->mats[c->m->nmats - 1].name, ndim, shape, z);
+}
+
 static aspen_status out_val(ox_ctx *c, int out, ox_val **v)
 {
     *v = NULL;
@@ -444,8 +480,23 @@ aspen_status ox_set(ox_ctx *c, int out, aspen_tensor t)
     v->ndim = aspen_tensor_ndim(c->g, t);
     ox_shape(c, t, v->shape);
     v->n = aspen_tensor_numel(c->g, t);
-    v->is_int = aspen_tensor_dtype(c->g, t) == ASPEN_I32;
+    v->dtype = ox_out_dtype(c);
+    v->is_int = ox_is_int_type(v->dtype) || aspen_tensor_dtype(c->g, t) == ASPEN_I32;
     return ASPEN_OK;
+}
+
+int ox_out_dtype(ox_ctx *c)
+{
+    if (c->out_dtype) return c->out_dtype;
+    ox_val *x = c->node ? ox_in(c, 0) : NULL;
+    return x && x->dtype ? x->dtype : OX_FLOAT;
+}
+
+aspen_status ox_set_arith(ox_ctx *c, int out, aspen_tensor t)
+{
+    int dt = ox_out_dtype(c);
+    if (t != ASPEN_NONE && ox_is_int_type(dt)) t = ox_cast_values(c, t, dt);
+    return ox_set(c, out, t);
 }
 
 aspen_status ox_set_const(ox_ctx *c, int out, int ndim, const int64_t *shape, float *f, int64_t *i)
@@ -459,6 +510,8 @@ aspen_status ox_set_const(ox_ctx *c, int out, int ndim, const int64_t *shape, fl
     }
     v->is_const = 1;
     v->is_int = i != NULL;
+    v->dtype = ox_out_dtype(c);
+    if (v->is_int != ox_is_int_type(v->dtype)) v->dtype = i ? OX_INT64 : OX_FLOAT;
     v->ndim = ndim;
     v->n = 1;
     for (int d = 0; d < ndim; d++) {
@@ -533,10 +586,9 @@ static aspen_status add_input(ox_ctx *c, const Onnx__ValueInfoProto *vi, int64_t
     if (!tp || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !tp->tensor_type)
         return ox_fail(c, ASPEN_EUNSUPPORTED, "graph input '%s' is not a tensor", vi->name);
     int et = tp->tensor_type->has_elem_type ? tp->tensor_type->elem_type : 0;
-    aspen_dtype dt;
-    if (et == OX_FLOAT || et == OX_DOUBLE) dt = ASPEN_F32;
-    else if (et == OX_INT64 || et == OX_INT32) dt = ASPEN_I32;
-    else return ox_fail(c, ASPEN_EUNSUPPORTED, "graph input '%s' has element type %d", vi->name, et);
+    aspen_dtype dt = ASPEN_F32; /* every type runs as f32 (see onnx_internal.h) */
+    if (!type_size(et))
+        return ox_fail(c, ASPEN_EUNSUPPORTED, "graph input '%s' has element type %d", vi->name, et);
     int64_t shape[ASPEN_MAX_DIMS];
     int nd;
     if (over) {
@@ -579,7 +631,7 @@ aspen_status asp_onnx_build_with(asp_onnx_model *m, aspen_graph *g, int64_t batc
     m->g = g;
     m->training = training;
     const Onnx__GraphProto *gp = m->proto->graph;
-    ox_ctx c = {m, g, NULL, m->opset, training};
+    ox_ctx c = {m, g, NULL, m->opset, training, 0};
     aspen_status st = ASPEN_OK;
     aspen_graph_set_layer(g, "onnx");
     for (size_t i = 0; i < gp->n_initializer && st == ASPEN_OK; i++) {
@@ -589,6 +641,7 @@ aspen_status asp_onnx_build_with(asp_onnx_model *m, aspen_graph *g, int64_t batc
         char what[128];
         snprintf(what, sizeof(what), "%s: initializer '%.60s'", m->path, t->name);
         st = ox_tensor_values(t, what, &v->is_int, &v->f, &v->i, &v->n);
+        v->dtype = t->data_type;
         v->is_const = v->is_init = 1;
         v->ndim = (int)t->n_dims;
         for (size_t d = 0; d < t->n_dims && d < ASPEN_MAX_DIMS; d++) v->shape[d] = t->dims[d];
@@ -599,17 +652,20 @@ aspen_status asp_onnx_build_with(asp_onnx_model *m, aspen_graph *g, int64_t batc
         const asp_onnx_shape *sh = in_shapes ? &in_shapes[i] : NULL;
         int64_t numel = 1;
         for (int d = 0; sh && d < sh->ndim; d++) numel *= sh->shape[d];
-        if (sh && numel == 0) { /* an empty tensor: usable only as a known constant (empty axes) */
+        if (sh && numel == 0) { /* an empty tensor: a constant with no elements */
             ox_val *v = new_val(m, vi->name);
             if (!v) return asp_err(ASPEN_ENOMEM, "out of memory");
             int et = vi->type && vi->type->tensor_type ? vi->type->tensor_type->elem_type : 0;
-            if (!in_values || (et != OX_INT64 && et != OX_INT32))
+            if (!in_values)
                 return asp_err(ASPEN_EUNSUPPORTED, "%s: graph input '%s' is empty", m->path, vi->name);
-            v->is_const = v->is_int = 1;
+            v->is_const = 1;
+            v->is_int = ox_is_int_type(et);
+            v->dtype = et;
             v->ndim = sh->ndim;
             for (int d = 0; d < sh->ndim; d++) v->shape[d] = sh->shape[d];
-            v->i = asp_array(1, sizeof(int64_t));
-            if (!v->i) return asp_err(ASPEN_ENOMEM, "out of memory");
+            if (v->is_int) v->i = asp_array(1, sizeof(int64_t));
+            else v->f = asp_array(1, sizeof(float));
+            if (!v->i && !v->f) return asp_err(ASPEN_ENOMEM, "out of memory");
             continue;
         }
         st = add_input(&c, vi, batch, in_shapes ? &in_shapes[i] : NULL, &t);
@@ -619,7 +675,8 @@ aspen_status asp_onnx_build_with(asp_onnx_model *m, aspen_graph *g, int64_t batc
             v->t = t;
             v->ndim = aspen_tensor_ndim(g, t);
             ox_shape(&c, t, v->shape);
-            v->is_int = aspen_tensor_dtype(g, t) == ASPEN_I32;
+            v->dtype = vi->type->tensor_type->elem_type;
+            v->is_int = ox_is_int_type(v->dtype);
             v->n = aspen_tensor_numel(g, t);
             if (in_values && in_values[i]) { /* known values: a constant with a runtime tensor */
                 size_t cnt = (size_t)(v->n ? v->n : 1);
@@ -636,6 +693,7 @@ aspen_status asp_onnx_build_with(asp_onnx_model *m, aspen_graph *g, int64_t batc
     }
     for (size_t i = 0; i < gp->n_node && st == ASPEN_OK; i++) {
         c.node = gp->node[i];
+        c.out_dtype = 0;
         char layer[ASP_NAME_MAX];
         snprintf(layer, sizeof(layer), "%s", c.node->name && *c.node->name ? c.node->name : c.node->op_type);
         aspen_graph_set_layer(g, layer);
@@ -686,6 +744,24 @@ int asp_onnx_output_count(const asp_onnx_model *m) { return m->noutputs; }
 const char *asp_onnx_output_name(const asp_onnx_model *m, int i)
 {
     return i >= 0 && i < m->noutputs ? m->proto->graph->output[m->outputs[i]]->name : NULL;
+}
+
+static int declared_dtype(const Onnx__ValueInfoProto *v)
+{
+    return v && v->type && v->type->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE &&
+                   v->type->tensor_type
+               ? v->type->tensor_type->elem_type
+               : 0;
+}
+
+int asp_onnx_input_dtype(const asp_onnx_model *m, int i)
+{
+    return i >= 0 && i < m->ninputs ? declared_dtype(m->proto->graph->input[m->inputs[i]]) : 0;
+}
+
+int asp_onnx_output_dtype(const asp_onnx_model *m, int i)
+{
+    return i >= 0 && i < m->noutputs ? declared_dtype(m->proto->graph->output[m->outputs[i]]) : 0;
 }
 
 static ox_val *lookup(const asp_onnx_model *m, const char *name)

@@ -49,6 +49,9 @@ int asp_onnx_input_count(const asp_onnx_model *m);
 const char *asp_onnx_input_name(const asp_onnx_model *m, int i);
 int asp_onnx_output_count(const asp_onnx_model *m);
 const char *asp_onnx_output_name(const asp_onnx_model *m, int i);
+/* The ONNX element type the model declares for input/output i (0: none). */
+int asp_onnx_input_dtype(const asp_onnx_model *m, int i);
+int asp_onnx_output_dtype(const asp_onnx_model *m, int i);
 /* After build: the tensor of input/output i; an output folded at import time
  * is ASPEN_NONE and its values come from asp_onnx_output_const. */
 aspen_tensor asp_onnx_input_tensor(const asp_onnx_model *m, int i);

@@ -130,4 +130,55 @@ void ox_shape(ox_ctx *c, aspen_tensor t, int64_t *shape);
 /* onnx_ops.c: run the handler of the current node. */
 aspen_status ox_run_node(ox_ctx *c);
 
+/* Builders the handlers share (onnx_ops.c). ox_need: input i as a runtime
+ * F32 tensor (ASPEN_NONE when absent). ox_op1/ox_op2: an ONNX-family op with
+ * record a (NULL: zeros). ox_affine: scale * x + shift. ox_axes: the axes of
+ * a reduction or squeeze, from the attribute or input `input` (*n = -1 when
+ * neither is given). */
+aspen_tensor ox_need(ox_ctx *c, int i);
+aspen_tensor ox_op1(ox_ctx *c, int op, aspen_tensor x, const asp_ox_attrs *a);
+aspen_tensor ox_op2(ox_ctx *c, int op, aspen_tensor a, aspen_tensor b);
+aspen_tensor ox_affine(ox_ctx *c, aspen_tensor x, float scale, float shift);
+aspen_status ox_axes(ox_ctx *c, int input, const int64_t **v, int *n);
+static inline int ox_norm_axis(int64_t axis, int ndim) { return (int)(axis < 0 ? axis + ndim : axis); }
+/* A runtime constant tensor holding `data` (copied), e.g. a mask or a scalar. */
+aspen_tensor ox_const_tensor(ox_ctx *c, int ndim, const int64_t *shape, const float *data);
+
+/* Convolution and pooling parameters of a node (onnx_ops.c reads them). */
+typedef struct {
+    int nsp;                 /* spatial axes (1 to 3) */
+    int64_t k[3], s[3], d[3], pb[3], pe[3];
+    int group;
+} ox_conv_par;
+
+aspen_status ox_conv_params(ox_ctx *c, aspen_tensor x, const int64_t *kshape, int transposed,
+                            ox_conv_par *p);
+/* 3-D convolution as a sum over the kernel's depth of 2-D convolutions. */
+aspen_tensor ox_conv3d(ox_ctx *c, aspen_tensor x, aspen_tensor w, aspen_tensor b,
+                       const ox_conv_par *p);
+/* Pooling of any rank and dilation as the max or the sum of strided slices of
+ * the padded input, one per kernel offset (average: divided by the count of
+ * the window's elements inside the input, or inside input and pads). */
+aspen_tensor ox_pool_slices(ox_ctx *c, aspen_tensor x, const ox_conv_par *p, int maxp,
+                            int ceil_mode, int count_include_pad);
+
+/* onnx_compose.c: handlers built from other ops (comparisons and logic,
+ * where, rounding, argmax, the reductions, normalisations, losses, tile,
+ * trilu, depth/space, size). */
+aspen_status ox_h_compare(ox_ctx *c);
+aspen_status ox_h_logic(ox_ctx *c);
+aspen_status ox_h_where(ox_ctx *c);
+aspen_status ox_h_unary_more(ox_ctx *c);
+aspen_status ox_h_mod(ox_ctx *c);
+aspen_status ox_h_argmax(ox_ctx *c);
+aspen_status ox_h_reduce(ox_ctx *c);
+aspen_status ox_h_layer_norm(ox_ctx *c);
+aspen_status ox_h_instance_norm(ox_ctx *c);
+aspen_status ox_h_size(ox_ctx *c);
+aspen_status ox_h_trilu(ox_ctx *c);
+aspen_status ox_h_tile(ox_ctx *c);
+aspen_status ox_h_depth_space(ox_ctx *c);
+aspen_status ox_h_nll(ox_ctx *c);
+aspen_status ox_h_cast(ox_ctx *c);
+
 #endif

@@ -23,7 +23,7 @@
         if (st_ != ASPEN_OK) return st_;                                           \
     } while (0)
 
-static aspen_tensor need(ox_ctx *c, int i)
+aspen_tensor ox_need(ox_ctx *c, int i)
 {
     ox_val *v = ox_in(c, i);
     if (!v) return ASPEN_NONE;
@@ -33,20 +33,19 @@ static aspen_tensor need(ox_ctx *c, int i)
 }
 
 #define NEED(var, i)                                                               \
-    aspen_tensor var = need(c, i);                                                 \
+    aspen_tensor var = ox_need(c, i);                                                 \
     if (var == ASPEN_NONE)                                                         \
         return ox_fail(c, ASPEN_EUNSUPPORTED, "input %d is missing or not float", i)
 
-static int norm_axis(int64_t axis, int ndim) { return (int)(axis < 0 ? axis + ndim : axis); }
 
-static aspen_tensor ox_op1(ox_ctx *c, int op, aspen_tensor x, const asp_ox_attrs *a)
+aspen_tensor ox_op1(ox_ctx *c, int op, aspen_tensor x, const asp_ox_attrs *a)
 {
     asp_ox_attrs z;
     memset(&z, 0, sizeof(z));
     return asp_ox_node(c->g, op, 1, &x, a ? a : &z);
 }
 
-static aspen_tensor ox_op2(ox_ctx *c, int op, aspen_tensor a, aspen_tensor b)
+aspen_tensor ox_op2(ox_ctx *c, int op, aspen_tensor a, aspen_tensor b)
 {
     asp_ox_attrs z;
     memset(&z, 0, sizeof(z));
@@ -54,7 +53,7 @@ static aspen_tensor ox_op2(ox_ctx *c, int op, aspen_tensor a, aspen_tensor b)
     return asp_ox_node(c->g, op, 2, in, &z);
 }
 
-static aspen_tensor affine(ox_ctx *c, aspen_tensor x, float scale, float shift)
+aspen_tensor ox_affine(ox_ctx *c, aspen_tensor x, float scale, float shift)
 {
     asp_ox_attrs a;
     memset(&a, 0, sizeof(a));
@@ -63,11 +62,27 @@ static aspen_tensor affine(ox_ctx *c, aspen_tensor x, float scale, float shift)
     return ox_op1(c, ASP_OP_AFFINE, x, &a);
 }
 
+aspen_tensor ox_cast_values(ox_ctx *c, aspen_tensor x, int dt)
+{
+    if (!ox_is_int_type(dt) && dt != OX_FLOAT16 && dt != OX_BFLOAT16) return x;
+    asp_ox_attrs a;
+    memset(&a, 0, sizeof(a));
+    a.f[0] = (float)dt;
+    return ox_op1(c, ASP_OP_CAST_VALUES, x, &a);
+}
+
 /* ------------------------------------------------------------------ elementwise */
 
 static aspen_status h_unary(ox_ctx *c)
 {
     const char *t = c->node->op_type;
+    ox_val *xv = ox_in(c, 0);
+    if (xv && xv->is_const && xv->t == ASPEN_NONE && xv->i && (!strcmp(t, "Neg") || !strcmp(t, "Abs"))) {
+        int64_t *r = malloc((size_t)(xv->n ? xv->n : 1) * sizeof(int64_t)); /* shape arithmetic */
+        if (!r) return asp_err(ASPEN_ENOMEM, "out of memory");
+        for (int64_t k = 0; k < xv->n; k++) r[k] = t[0] == 'N' ? -xv->i[k] : llabs(xv->i[k]);
+        return ox_set_const(c, 0, xv->ndim, xv->shape, NULL, r);
+    }
     NEED(x, 0);
     asp_ox_attrs a;
     memset(&a, 0, sizeof(a));
@@ -112,7 +127,7 @@ static aspen_status h_unary(ox_ctx *c)
             a.f[i - 1] = ox_const_scalar(v);
         }
     } else return ox_fail(c, ASPEN_EUNSUPPORTED, "op type not supported");
-    return ox_set(c, 0, ox_op1(c, op, x, &a));
+    return ox_set_arith(c, 0, ox_op1(c, op, x, &a));
 }
 
 static int same_shape(ox_ctx *c, aspen_tensor a, aspen_tensor b)
@@ -161,22 +176,28 @@ static int fold_int_binary(ox_ctx *c, const char *t, ox_val *a, ox_val *b, aspen
 static aspen_status h_binary(ox_ctx *c)
 {
     const char *t = c->node->op_type;
-    if (ox_attr(c, "broadcast") && ox_attr_i(c, "broadcast", 0) && ox_attr(c, "axis"))
-        return ox_fail(c, ASPEN_EUNSUPPORTED, "attribute 'axis': legacy broadcast axis not supported");
     aspen_status fst;
     if (fold_int_binary(c, t, ox_in(c, 0), ox_in(c, 1), &fst)) return fst;
     NEED(a, 0);
     NEED(b, 1);
+    if (ox_attr_i(c, "broadcast", 0) && ox_attr(c, "axis")) {
+        /* opset < 7: b's axes line up with a's from `axis`, not from the right */
+        int na = ox_ndim(c, a), nb = ox_ndim(c, b), axis = ox_norm_axis(ox_attr_i(c, "axis", 0), na);
+        if (axis < 0 || axis + nb > na) return ox_fail(c, ASPEN_EINVAL, "attribute 'axis' out of range");
+        int64_t s[ASPEN_MAX_DIMS];
+        for (int d = 0; d < na - axis; d++) s[d] = d < nb ? aspen_tensor_dim(c->g, b, d) : 1;
+        b = ox_reshape(c, b, na - axis, s);
+    }
     if (!strcmp(t, "Add")) {
-        if (fits_into(c, a, b)) return ox_set(c, 0, aspen_add(c->g, a, b));
-        if (fits_into(c, b, a)) return ox_set(c, 0, aspen_add(c->g, b, a));
-        return ox_set(c, 0, ox_op2(c, ASP_OP_BADD, a, b));
+        if (fits_into(c, a, b)) return ox_set_arith(c, 0, aspen_add(c->g, a, b));
+        if (fits_into(c, b, a)) return ox_set_arith(c, 0, aspen_add(c->g, b, a));
+        return ox_set_arith(c, 0, ox_op2(c, ASP_OP_BADD, a, b));
     }
     int op = !strcmp(t, "Sub") ? ASP_OP_SUB : !strcmp(t, "Mul") ? ASP_OP_BMUL
            : !strcmp(t, "Div") ? ASP_OP_DIV : !strcmp(t, "Pow") ? ASP_OP_POW
            : !strcmp(t, "PRelu") ? ASP_OP_PRELU : -1;
     if (op < 0) return ox_fail(c, ASPEN_EUNSUPPORTED, "op type not supported");
-    if (op == ASP_OP_BMUL && same_shape(c, a, b)) return ox_set(c, 0, ox_op2(c, ASP_OP_MUL, a, b));
+    if (op == ASP_OP_BMUL && same_shape(c, a, b)) return ox_set_arith(c, 0, ox_op2(c, ASP_OP_MUL, a, b));
     if (op == ASP_OP_PRELU && ox_ndim(c, b) == 1 && ox_ndim(c, a) >= 3 &&
         aspen_tensor_dim(c->g, b, 0) == aspen_tensor_dim(c->g, a, 1) &&
         aspen_tensor_dim(c->g, b, 0) != 1) {
@@ -187,7 +208,7 @@ static aspen_status h_binary(ox_ctx *c)
         for (int d = 1; d < nd; d++) s[d] = 1;
         b = ox_reshape(c, b, nd, s);
     }
-    return ox_set(c, 0, ox_op2(c, op, a, b));
+    return ox_set_arith(c, 0, ox_op2(c, op, a, b));
 }
 
 /* Sum, Mean, Max, Min over any number of inputs */
@@ -201,10 +222,9 @@ static aspen_status h_variadic(ox_ctx *c)
         NEED(x, i);
         acc = ox_op2(c, op, acc, x);
     }
-    if (n == 1 && op == ASP_OP_BADD && strcmp(t, "Mean")) return ox_set(c, 0, affine(c, acc, 1.0f, 0.0f));
-    if (!strcmp(t, "Mean")) acc = affine(c, acc, 1.0f / (float)n, 0.0f);
-    else if (n == 1) acc = affine(c, acc, 1.0f, 0.0f);
-    return ox_set(c, 0, acc);
+    if (!strcmp(t, "Mean")) acc = ox_affine(c, acc, 1.0f / (float)n, 0.0f);
+    else if (n == 1) acc = ox_affine(c, acc, 1.0f, 0.0f);
+    return ox_set_arith(c, 0, acc);
 }
 
 /* ------------------------------------------------------------------ matrix */
@@ -258,9 +278,9 @@ static aspen_status h_gemm(ox_ctx *c)
                                 aspen_tensor_dim(c->g, bias, 0) == aspen_tensor_dim(c->g, b, 0))))
         return ox_set(c, 0, aspen_dense(c->g, a, b, bias));
     aspen_tensor y = matmul(c, a, b, ta, tb);
-    if (alpha != 1.0f) y = affine(c, y, alpha, 0.0f);
+    if (alpha != 1.0f) y = ox_affine(c, y, alpha, 0.0f);
     if (bias != ASPEN_NONE && beta != 0.0f) {
-        if (beta != 1.0f) bias = affine(c, bias, beta, 0.0f);
+        if (beta != 1.0f) bias = ox_affine(c, bias, beta, 0.0f);
         y = fits_into(c, y, bias) ? aspen_add(c->g, y, bias) : ox_op2(c, ASP_OP_BADD, y, bias);
     }
     return ox_set(c, 0, y);
@@ -268,19 +288,14 @@ static aspen_status h_gemm(ox_ctx *c)
 
 /* ------------------------------------------------------------------ convolution */
 
-typedef struct {
-    int nsp;                 /* spatial axes (1 or 2) */
-    int64_t k[2], s[2], d[2], pb[2], pe[2];
-    int group;
-} conv_par;
-
-static aspen_status conv_params(ox_ctx *c, aspen_tensor x, const int64_t *kshape, int transposed,
-                                conv_par *p)
+aspen_status ox_conv_params(ox_ctx *c, aspen_tensor x, const int64_t *kshape, int transposed,
+                            ox_conv_par *p)
 {
     int nd = ox_ndim(c, x);
     p->nsp = nd - 2;
-    if (p->nsp < 1 || p->nsp > 2)
-        return ox_fail(c, ASPEN_EUNSUPPORTED, "only 1-D and 2-D inputs are supported (input has %d axes)", nd);
+    if (p->nsp < 1 || p->nsp > 3 || (transposed && p->nsp > 2))
+        return ox_fail(c, ASPEN_EUNSUPPORTED, "only 1-D, 2-D%s inputs are supported (input has %d axes)",
+                       transposed ? "" : " and 3-D", nd);
     const int64_t *v;
     int n;
     for (int i = 0; i < p->nsp; i++) {
@@ -315,7 +330,10 @@ static aspen_status conv_params(ox_ctx *c, aspen_tensor x, const int64_t *kshape
     if (p->group < 1) return ox_fail(c, ASPEN_EINVAL, "attribute 'group': %d", p->group);
     const char *ap = ox_attr_s(c, "auto_pad", "NOTSET");
     if (!strcmp(ap, "SAME_UPPER") || !strcmp(ap, "SAME_LOWER")) {
-        if (transposed) return ox_fail(c, ASPEN_EUNSUPPORTED, "attribute 'auto_pad': %s", ap);
+        if (transposed) { /* ConvTranspose sizes its SAME padding from the output (its handler) */
+            for (int i = 0; i < p->nsp; i++) p->pb[i] = p->pe[i] = 0;
+            return ASPEN_OK;
+        }
         for (int i = 0; i < p->nsp; i++) {
             int64_t in = aspen_tensor_dim(c->g, x, 2 + i), out = (in + p->s[i] - 1) / p->s[i];
             int64_t total = (out - 1) * p->s[i] + (p->k[i] - 1) * p->d[i] + 1 - in;
@@ -347,7 +365,7 @@ static aspen_tensor from_2d(ox_ctx *c, aspen_tensor y, int nsp)
     return ox_reshape(c, y, 3, s);
 }
 
-static void par_to_2d(conv_par *p)
+static void par_to_2d(ox_conv_par *p)
 {
     if (p->nsp != 1) return;
     p->k[1] = p->k[0], p->s[1] = p->s[0], p->d[1] = p->d[0], p->pb[1] = p->pb[0], p->pe[1] = p->pe[0];
@@ -369,12 +387,14 @@ static aspen_status h_conv(ox_ctx *c)
 {
     NEED(x, 0);
     NEED(w, 1);
-    aspen_tensor b = ox_in(c, 2) ? need(c, 2) : ASPEN_NONE;
+    aspen_tensor b = ox_in(c, 2) ? ox_need(c, 2) : ASPEN_NONE;
     if (ox_ndim(c, w) != ox_ndim(c, x)) return ox_fail(c, ASPEN_ESHAPE, "weight rank differs from input rank");
-    int64_t ks[2] = {aspen_tensor_dim(c->g, w, 2), ox_ndim(c, w) > 3 ? aspen_tensor_dim(c->g, w, 3) : 0};
-    conv_par p;
-    TRY(conv_params(c, x, ks, 0, &p));
+    int64_t ks[3] = {0, 0, 0};
+    for (int d = 2; d < ox_ndim(c, w) && d < 5; d++) ks[d - 2] = aspen_tensor_dim(c->g, w, d);
+    ox_conv_par p;
+    TRY(ox_conv_params(c, x, ks, 0, &p));
     int nsp = p.nsp;
+    if (nsp == 3) return ox_set(c, 0, ox_conv3d(c, x, w, b, &p));
     par_to_2d(&p);
     x = to_2d(c, x);
     w = to_2d(c, w);
@@ -391,11 +411,11 @@ static aspen_status h_conv_transpose(ox_ctx *c)
 {
     NEED(x, 0);
     NEED(w, 1);
-    aspen_tensor b = ox_in(c, 2) ? need(c, 2) : ASPEN_NONE;
+    aspen_tensor b = ox_in(c, 2) ? ox_need(c, 2) : ASPEN_NONE;
     if (ox_ndim(c, w) != ox_ndim(c, x)) return ox_fail(c, ASPEN_ESHAPE, "weight rank differs from input rank");
-    int64_t ks[2] = {aspen_tensor_dim(c->g, w, 2), ox_ndim(c, w) > 3 ? aspen_tensor_dim(c->g, w, 3) : 0};
-    conv_par p;
-    TRY(conv_params(c, x, ks, 1, &p));
+    int64_t ks[3] = {aspen_tensor_dim(c->g, w, 2), ox_ndim(c, w) > 3 ? aspen_tensor_dim(c->g, w, 3) : 0, 0};
+    ox_conv_par p;
+    TRY(ox_conv_params(c, x, ks, 1, &p));
     int nsp = p.nsp;
     const int64_t *v;
     int64_t op[2] = {0, 0}, os[2] = {-1, -1};
@@ -403,16 +423,32 @@ static aspen_status h_conv_transpose(ox_ctx *c)
     for (int i = 0; i < n && i < 2; i++) op[i] = v[i];
     n = ox_attr_ints(c, "output_shape", &v);
     for (int i = 0; i < n && i < 2; i++) os[i] = v[n - nsp + i];
+    /* Padding crops the full output (stride * (in - 1) + output_padding +
+     * dilated kernel). The op takes symmetric pads; what is left of
+     * asymmetric ones is sliced off after it, and an output larger than the
+     * full one (output_shape) is zero-extended at the end, as output_padding. */
+    const char *ap = ox_attr_s(c, "auto_pad", "NOTSET");
+    int same = !strncmp(ap, "SAME_", 5), lower = !strcmp(ap, "SAME_LOWER");
+    int64_t crop_b[2] = {0, 0}, crop_n[2] = {-1, -1};
+    int crop = 0;
     for (int i = 0; i < nsp; i++) {
         int64_t in = aspen_tensor_dim(c->g, x, 2 + i);
         int64_t full = p.s[i] * (in - 1) + op[i] + (p.k[i] - 1) * p.d[i] + 1;
-        if (os[i] >= 0) {
-            int64_t total = full - os[i];
-            if (total < 0 || total % 2) return ox_fail(c, ASPEN_EUNSUPPORTED, "attribute 'output_shape': asymmetric padding");
-            p.pb[i] = p.pe[i] = total / 2;
+        if (os[i] >= 0 || same) {
+            int64_t want = os[i] >= 0 ? os[i] : in * p.s[i], total = full - want;
+            if (total < 0) total = 0;
+            p.pb[i] = lower ? total - total / 2 : total / 2;
+            p.pe[i] = total - p.pb[i];
+            os[i] = want;
+        } else os[i] = full - p.pb[i] - p.pe[i];
+        int64_t m = p.pb[i] < p.pe[i] ? p.pb[i] : p.pe[i];
+        crop_b[i] = p.pb[i] - m;
+        crop_n[i] = os[i];
+        if (p.pb[i] != p.pe[i]) {
+            crop = 1;
+            os[i] = full - 2 * m;
         }
-        if (p.pb[i] != p.pe[i]) return ox_fail(c, ASPEN_EUNSUPPORTED, "attribute 'pads': asymmetric pads");
-        os[i] = full - p.pb[i] - p.pe[i];
+        p.pb[i] = p.pe[i] = m;
     }
     par_to_2d(&p);
     if (nsp == 1) os[1] = os[0], os[0] = 1;
@@ -429,6 +465,21 @@ static aspen_status h_conv_transpose(ox_ctx *c)
     at.sh.shape[3] = os[1];
     aspen_tensor in[2] = {x, w};
     aspen_tensor y = asp_graph_node(c->g, ASP_OP_CONV_TRANSPOSE, 2, in, &at, NULL);
+    if (crop && y != ASPEN_NONE) {
+        if (nsp == 1) crop_b[1] = crop_b[0], crop_b[0] = 0, crop_n[1] = crop_n[0], crop_n[0] = 1;
+        asp_ox_attrs sl;
+        memset(&sl, 0, sizeof(sl));
+        sl.ndim = 4;
+        for (int d = 0; d < 4; d++) {
+            sl.v[6 + d] = 1;
+            sl.shape[d] = aspen_tensor_dim(c->g, y, d);
+        }
+        for (int i = 0; i < 2; i++) {
+            sl.v[2 + i] = (int32_t)crop_b[i];
+            sl.shape[2 + i] = crop_n[i];
+        }
+        y = ox_op1(c, ASP_OP_STRIDED_SLICE, y, &sl);
+    }
     if (b != ASPEN_NONE && y != ASPEN_NONE) {
         int64_t s[3] = {aspen_tensor_dim(c->g, b, 0), 1, 1};
         y = aspen_add(c->g, y, ox_reshape(c, b, 3, s));
@@ -446,16 +497,24 @@ static aspen_status h_pool(ox_ctx *c)
     int global = !strncmp(t, "Global", 6);
     int maxp = !strcmp(t, "MaxPool") || !strcmp(t, "GlobalMaxPool");
     if (global && !maxp && nd == 4) return ox_set(c, 0, aspen_global_avgpool(c->g, x));
-    int64_t ks[2] = {nd > 2 ? aspen_tensor_dim(c->g, x, 2) : 1, nd > 3 ? aspen_tensor_dim(c->g, x, 3) : 1};
-    conv_par p;
-    TRY(conv_params(c, x, ks, 0, &p));
+    if (global) { /* a reduction over the spatial axes */
+        asp_ox_attrs r;
+        memset(&r, 0, sizeof(r));
+        r.ndim = nd;
+        for (int d = 2; d < nd; d++) r.v[d] = 1;
+        return ox_set(c, 0, ox_op1(c, maxp ? ASP_OP_REDUCE_MAX : ASP_OP_REDUCE_MEAN, x, &r));
+    }
+    int64_t ks[3] = {1, 1, 1};
+    ox_conv_par p;
+    TRY(ox_conv_params(c, x, ks, 0, &p));
     if (!global && ox_attr_ints(c, "kernel_shape", &(const int64_t *){NULL}) < 0)
         return ox_fail(c, ASPEN_EINVAL, "attribute 'kernel_shape' is required");
     if (ox_attr_i(c, "storage_order", 0) != 0)
         return ox_fail(c, ASPEN_EUNSUPPORTED, "attribute 'storage_order': 1");
     int ceil_mode = (int)ox_attr_i(c, "ceil_mode", 0), cip = (int)ox_attr_i(c, "count_include_pad", 0);
-    for (int i = 0; i < p.nsp; i++)
-        if (p.d[i] != 1) return ox_fail(c, ASPEN_EUNSUPPORTED, "attribute 'dilations': %lld", (long long)p.d[i]);
+    int dilated = 0;
+    for (int i = 0; i < p.nsp; i++) dilated |= p.d[i] != 1;
+    if (dilated || p.nsp == 3) return ox_set(c, 0, ox_pool_slices(c, x, &p, maxp, ceil_mode, cip));
     int nsp = p.nsp;
     int64_t out[2] = {1, 1};
     for (int i = 0; i < nsp; i++) {
@@ -488,10 +547,43 @@ static aspen_tensor per_channel(ox_ctx *c, aspen_tensor v, int nd)
     return ox_reshape(c, v, nd - 1, s);
 }
 
+/* training_mode = 1 in an inference build: normalise with the batch's
+ * statistics (biased variance) and output the updated running statistics,
+ * momentum * running + (1 - momentum) * batch, as ONNX's reference does */
+static aspen_status bn_batch_stats(ox_ctx *c, aspen_tensor x)
+{
+    int nd = ox_ndim(c, x);
+    if (nd < 2) return ox_fail(c, ASPEN_ESHAPE, "input needs a channel axis");
+    NEED(sc, 1);
+    NEED(bi, 2);
+    NEED(rm, 3);
+    NEED(rv, 4);
+    float eps = ox_attr_f(c, "epsilon", 1e-5f), mom = ox_attr_f(c, "momentum", 0.9f);
+    asp_ox_attrs r;
+    memset(&r, 0, sizeof(r));
+    r.ndim = nd;
+    for (int d = 0; d < nd; d++) r.v[d] = d != 1;
+    aspen_tensor mean = ox_op1(c, ASP_OP_REDUCE_MEAN, x, &r);
+    aspen_tensor dev = ox_op2(c, ASP_OP_SUB, x, mean);
+    aspen_tensor var = ox_op1(c, ASP_OP_REDUCE_MEAN, ox_op2(c, ASP_OP_MUL, dev, dev), &r);
+    aspen_tensor inv = ox_op1(c, ASP_OP_RECIPROCAL, ox_op1(c, ASP_OP_SQRT, ox_affine(c, var, 1.0f, eps), NULL), NULL);
+    aspen_tensor y = ox_op2(c, ASP_OP_BMUL, ox_op2(c, ASP_OP_BMUL, dev, inv), per_channel(c, sc, nd));
+    TRY(ox_set(c, 0, ox_op2(c, ASP_OP_BADD, y, per_channel(c, bi, nd))));
+    int64_t ch = aspen_tensor_dim(c->g, x, 1);
+    aspen_tensor stats[2] = {ox_reshape(c, mean, 1, &ch), ox_reshape(c, var, 1, &ch)};
+    aspen_tensor run[2] = {rm, rv};
+    for (int i = 0; i < 2; i++) {
+        aspen_tensor u = ox_op2(c, ASP_OP_BADD, ox_affine(c, run[i], mom, 0.0f),
+                                ox_affine(c, stats[i], 1.0f - mom, 0.0f));
+        if (c->node->n_output > (size_t)(i + 1)) TRY(ox_set(c, i + 1, u));
+    }
+    return ASPEN_OK;
+}
+
 static aspen_status h_batchnorm(ox_ctx *c)
 {
     NEED(x, 0);
-    if (ox_attr_i(c, "training_mode", 0)) return ox_fail(c, ASPEN_EUNSUPPORTED, "attribute 'training_mode': 1");
+    if (ox_attr_i(c, "training_mode", 0) && !c->training) return bn_batch_stats(c, x);
     if (c->node->n_output > 1) return ox_fail(c, ASPEN_EUNSUPPORTED, "training outputs (mean, var) are not supported");
     if (!ox_attr_i(c, "spatial", 1)) return ox_fail(c, ASPEN_EUNSUPPORTED, "attribute 'spatial': 0");
     float eps = ox_attr_f(c, "epsilon", 1e-5f), mom = ox_attr_f(c, "momentum", 0.9f);
@@ -518,7 +610,7 @@ static aspen_status h_batchnorm(ox_ctx *c)
     NEED(bi, 2);
     NEED(mn, 3);
     NEED(vr, 4);
-    aspen_tensor den = ox_op1(c, ASP_OP_SQRT, affine(c, vr, 1.0f, eps), NULL);
+    aspen_tensor den = ox_op1(c, ASP_OP_SQRT, ox_affine(c, vr, 1.0f, eps), NULL);
     aspen_tensor y = ox_op2(c, ASP_OP_SUB, x, per_channel(c, mn, nd));
     y = ox_op2(c, ASP_OP_DIV, y, per_channel(c, den, nd));
     y = ox_op2(c, ASP_OP_BMUL, y, per_channel(c, sc, nd));
@@ -542,14 +634,26 @@ static aspen_status h_dropout(ox_ctx *c)
 {
     ox_val *x = ox_in(c, 0);
     if (!x) return ox_fail(c, ASPEN_EINVAL, "input 0 missing");
-    if (c->node->n_output > 1 && *c->node->output[1])
-        return ox_fail(c, ASPEN_EUNSUPPORTED, "output 'mask' is not supported");
     ox_val *tm = ox_in(c, 2);
+    int tm_on = tm && tm->is_const && ox_const_scalar(tm) != 0.0f;
     int train = c->training && !(tm && tm->is_const && ox_const_scalar(tm) == 0.0f);
     float ratio = ox_attr_f(c, "ratio", 0.5f);
     if (ox_in(c, 1) && ox_in(c, 1)->is_const) ratio = ox_const_scalar(ox_in(c, 1));
+    int want_mask = c->node->n_output > 1 && *c->node->output[1];
+    if ((train || tm_on) && ratio > 0.0f && (want_mask || !c->training))
+        return ox_fail(c, ASPEN_EUNSUPPORTED, "input 'training_mode': random dropout %s",
+                       want_mask ? "with the 'mask' output" : "in an inference build");
     NEED(t, 0);
-    if (!train) return ox_set(c, 0, t);
+    if (want_mask) { /* identity: the mask keeps everything */
+        size_t n = (size_t)(x->n ? x->n : 1);
+        float *ones = malloc(n * sizeof(float));
+        if (!ones) return asp_err(ASPEN_ENOMEM, "out of memory");
+        for (size_t k = 0; k < n; k++) ones[k] = 1.0f;
+        c->out_dtype = OX_BOOL;
+        TRY(ox_set_const(c, 1, x->ndim, x->shape, ones, NULL));
+        c->out_dtype = 0;
+    }
+    if (!train || ratio <= 0.0f) return ox_set(c, 0, t);
     return ox_set(c, 0, aspen_dropout(c->g, t, ratio, 1));
 }
 
@@ -559,7 +663,7 @@ static aspen_status h_softmax(ox_ctx *c)
     const char *t = c->node->op_type;
     NEED(x, 0);
     int nd = ox_ndim(c, x), log = !strcmp(t, "LogSoftmax");
-    int axis = norm_axis(ox_attr_i(c, "axis", c->opset < 13 ? 1 : -1), nd);
+    int axis = ox_norm_axis(ox_attr_i(c, "axis", c->opset < 13 ? 1 : -1), nd);
     if (axis < 0 || axis >= nd) return ox_fail(c, ASPEN_EINVAL, "attribute 'axis' out of range");
     int64_t s[ASPEN_MAX_DIMS];
     ox_shape(c, x, s);
@@ -642,14 +746,14 @@ static aspen_status h_flatten(ox_ctx *c)
 {
     ox_val *x = ox_in(c, 0);
     if (!x) return ox_fail(c, ASPEN_EINVAL, "input 0 missing");
-    int axis = norm_axis(ox_attr_i(c, "axis", 1), x->ndim);
+    int axis = ox_norm_axis(ox_attr_i(c, "axis", 1), x->ndim);
     if (axis < 0 || axis > x->ndim) return ox_fail(c, ASPEN_EINVAL, "attribute 'axis' out of range");
     int64_t s[2] = {1, 1};
     for (int d = 0; d < x->ndim; d++) s[d >= axis] *= x->shape[d];
     return set_like(c, x, 2, s);
 }
 
-static aspen_status axes_of(ox_ctx *c, int input, const int64_t **v, int *n)
+aspen_status ox_axes(ox_ctx *c, int input, const int64_t **v, int *n)
 {
     int na = ox_attr_ints(c, "axes", v);
     if (na >= 0) {
@@ -672,11 +776,11 @@ static aspen_status h_squeeze(ox_ctx *c)
     if (!x) return ox_fail(c, ASPEN_EINVAL, "input 0 missing");
     const int64_t *v = NULL;
     int n, drop[ASPEN_MAX_DIMS] = {0};
-    TRY(axes_of(c, 1, &v, &n));
+    TRY(ox_axes(c, 1, &v, &n));
     int64_t s[ASPEN_MAX_DIMS];
     int k = 0;
     for (int i = 0; i < n; i++) {
-        int a = norm_axis(v[i], x->ndim);
+        int a = ox_norm_axis(v[i], x->ndim);
         if (a < 0 || a >= x->ndim || x->shape[a] != 1) return ox_fail(c, ASPEN_EINVAL, "axis %lld cannot be squeezed", (long long)v[i]);
         drop[a] = 1;
     }
@@ -691,11 +795,11 @@ static aspen_status h_unsqueeze(ox_ctx *c)
     if (!x) return ox_fail(c, ASPEN_EINVAL, "input 0 missing");
     const int64_t *v = NULL;
     int n, ins[2 * ASPEN_MAX_DIMS] = {0};
-    TRY(axes_of(c, 1, &v, &n));
+    TRY(ox_axes(c, 1, &v, &n));
     int out = x->ndim + (n > 0 ? n : 0);
     if (n < 0 || out > ASPEN_MAX_DIMS) return ox_fail(c, ASPEN_EUNSUPPORTED, "axes missing or too many dimensions");
     for (int i = 0; i < n; i++) {
-        int a = norm_axis(v[i], out);
+        int a = ox_norm_axis(v[i], out);
         if (a < 0 || a >= out || ins[a]) return ox_fail(c, ASPEN_EINVAL, "axis %lld out of range", (long long)v[i]);
         ins[a] = 1;
     }
@@ -709,8 +813,8 @@ static aspen_status h_shape(ox_ctx *c)
     ox_val *x = ox_in(c, 0);
     if (!x) return ox_fail(c, ASPEN_EINVAL, "input 0 missing");
     int start = (int)ox_attr_i(c, "start", 0), end = (int)ox_attr_i(c, "end", x->ndim);
-    start = norm_axis(start, x->ndim);
-    end = norm_axis(end, x->ndim);
+    start = ox_norm_axis(start, x->ndim);
+    end = ox_norm_axis(end, x->ndim);
     start = start < 0 ? 0 : start > x->ndim ? x->ndim : start;
     end = end < start ? start : end > x->ndim ? x->ndim : end;
     int64_t *r = malloc(sizeof(int64_t) * ASPEN_MAX_DIMS), n = end - start;
@@ -795,30 +899,6 @@ static aspen_status h_constant_of_shape(ox_ctx *c)
     return ox_set_const(c, 0, (int)n, v, f, iv);
 }
 
-static aspen_status h_cast(ox_ctx *c)
-{
-    ox_val *x = ox_in(c, 0);
-    if (!x) return ox_fail(c, ASPEN_EINVAL, "input 0 missing");
-    int to = (int)ox_attr_i(c, "to", 0);
-    int to_int = to == OX_INT64 || to == OX_INT32 || to == OX_BOOL;
-    if (to != OX_FLOAT && to != OX_DOUBLE && !to_int)
-        return ox_fail(c, ASPEN_EUNSUPPORTED, "attribute 'to': type %d", to);
-    if (x->is_const && x->t == ASPEN_NONE) {
-        size_t n = (size_t)(x->n ? x->n : 1);
-        float *f = to_int ? NULL : malloc(n * sizeof(float));
-        int64_t *iv = to_int ? malloc(n * sizeof(int64_t)) : NULL;
-        if (!f && !iv) return asp_err(ASPEN_ENOMEM, "out of memory");
-        for (int64_t k = 0; k < x->n; k++) {
-            double v = x->f ? x->f[k] : (double)x->i[k];
-            if (f) f[k] = (float)v;
-            else iv[k] = to == OX_BOOL ? v != 0 : (int64_t)v;
-        }
-        return ox_set_const(c, 0, x->ndim, x->shape, f, iv);
-    }
-    if (to_int != x->is_int) return ox_fail(c, ASPEN_EUNSUPPORTED, "attribute 'to': a runtime cast between float and integer");
-    return ox_set(c, 0, x->t);
-}
-
 static aspen_status h_transpose(ox_ctx *c)
 {
     NEED(x, 0);
@@ -839,7 +919,7 @@ static aspen_status h_concat(ox_ctx *c)
     if (n < 1 || n > ASP_MAX_IN) return ox_fail(c, ASPEN_EUNSUPPORTED, "%d inputs", n);
     ox_val *x0 = ox_in(c, 0);
     if (!x0) return ox_fail(c, ASPEN_EINVAL, "input 0 missing");
-    int axis = norm_axis(ox_attr_i(c, "axis", 0), x0->ndim);
+    int axis = ox_norm_axis(ox_attr_i(c, "axis", 0), x0->ndim);
     if (axis < 0 || axis >= x0->ndim) return ox_fail(c, ASPEN_EINVAL, "attribute 'axis' out of range");
     int all_int_const = 1;
     for (int i = 0; i < n; i++) {
@@ -862,7 +942,7 @@ static aspen_status h_concat(ox_ctx *c)
         NEED(t, i);
         if (aspen_tensor_numel(c->g, t) > 0) xs[m++] = t;
     }
-    if (m == 1) return ox_set(c, 0, affine(c, xs[0], 1.0f, 0.0f));
+    if (m == 1) return ox_set(c, 0, ox_affine(c, xs[0], 1.0f, 0.0f));
     return ox_set(c, 0, aspen_concat(c->g, m, xs, axis));
 }
 
@@ -896,42 +976,11 @@ static aspen_status h_pad(ox_ctx *c)
     return ox_set(c, 0, ox_op1(c, ASP_OP_PAD, x, &a));
 }
 
-static aspen_status h_reduce(ox_ctx *c)
-{
-    const char *t = c->node->op_type;
-    NEED(x, 0);
-    int nd = ox_ndim(c, x);
-    int op = !strcmp(t, "ReduceMean") ? ASP_OP_REDUCE_MEAN : !strcmp(t, "ReduceSum") ? ASP_OP_REDUCE_SUM
-           : !strcmp(t, "ReduceMax") ? ASP_OP_REDUCE_MAX : ASP_OP_REDUCE_MIN;
-    const int64_t *v = NULL;
-    int n;
-    TRY(axes_of(c, 1, &v, &n));
-    asp_ox_attrs a;
-    memset(&a, 0, sizeof(a));
-    a.ndim = nd;
-    if (n <= 0) {
-        if (n == 0 && ox_attr_i(c, "noop_with_empty_axes", 0)) return ox_set(c, 0, x);
-        for (int d = 0; d < nd; d++) a.v[d] = 1;
-    }
-    for (int i = 0; i < n; i++) {
-        int ax = norm_axis(v[i], nd);
-        if (ax < 0 || ax >= nd) return ox_fail(c, ASPEN_EINVAL, "axis %lld out of range", (long long)v[i]);
-        a.v[ax] = 1;
-    }
-    aspen_tensor y = ox_op1(c, op, x, &a);
-    if (ox_attr_i(c, "keepdims", 1) || y == ASPEN_NONE) return ox_set(c, 0, y);
-    int64_t s[ASPEN_MAX_DIMS];
-    int k = 0;
-    for (int d = 0; d < nd; d++)
-        if (!a.v[d]) s[k++] = aspen_tensor_dim(c->g, x, d);
-    return ox_set(c, 0, ox_reshape(c, y, k, s));
-}
-
 static aspen_status h_gather(ox_ctx *c)
 {
     ox_val *x = ox_in(c, 0), *ix = ox_in(c, 1);
     if (!x || !ix) return ox_fail(c, ASPEN_EINVAL, "inputs missing");
-    int axis = norm_axis(ox_attr_i(c, "axis", 0), x->ndim);
+    int axis = ox_norm_axis(ox_attr_i(c, "axis", 0), x->ndim);
     if (axis < 0 || axis >= x->ndim) return ox_fail(c, ASPEN_EINVAL, "attribute 'axis' out of range");
     if (ix->is_const && ix->is_int)
         for (int64_t k = 0; k < ix->n; k++)
@@ -954,10 +1003,21 @@ static aspen_status h_gather(ox_ctx *c)
 }
 
 /* Slice(data, starts, ends, axes, steps) (opset >= 10) or attributes (< 10) */
+/* a constant output of this shape with no elements */
+static aspen_status set_empty(ox_ctx *c, int out, int nd, const int64_t *shape, int is_int)
+{
+    float *f = is_int ? NULL : calloc(1, sizeof(float));
+    int64_t *iv = is_int ? calloc(1, sizeof(int64_t)) : NULL;
+    if (!f && !iv) return asp_err(ASPEN_ENOMEM, "out of memory");
+    return ox_set_const(c, out, nd, shape, f, iv);
+}
+
 static aspen_status h_slice(ox_ctx *c)
 {
-    NEED(x, 0);
-    int nd = ox_ndim(c, x);
+    ox_val *xv = ox_in(c, 0);
+    if (!xv) return ox_fail(c, ASPEN_EINVAL, "input 0 missing");
+    int nd = xv->ndim;
+    int folded = xv->is_const && xv->t == ASPEN_NONE && (nd == 1 || xv->n == 0);
     const int64_t *st, *en, *ax = NULL, *sp = NULL;
     int64_t ns, ne, na = -1, np = -1;
     int a1 = ox_attr_ints(c, "starts", &st);
@@ -979,12 +1039,13 @@ static aspen_status h_slice(ox_ctx *c)
     for (int d = 0; d < nd; d++) {
         a.v[d] = 0;
         a.v[6 + d] = 1;
-        a.shape[d] = aspen_tensor_dim(c->g, x, d);
+        a.shape[d] = xv->shape[d];
     }
+    int empty = xv->n == 0;
     for (int k = 0; k < ns; k++) {
-        int d = na >= 0 ? norm_axis(ax[k], nd) : k;
+        int d = na >= 0 ? ox_norm_axis(ax[k], nd) : k;
         if (d < 0 || d >= nd) return ox_fail(c, ASPEN_EINVAL, "axis out of range");
-        int64_t len = aspen_tensor_dim(c->g, x, d), step = np >= 0 ? sp[k] : 1;
+        int64_t len = xv->shape[d], step = np >= 0 ? sp[k] : 1;
         if (step == 0) return ox_fail(c, ASPEN_EINVAL, "step 0");
         int64_t s = st[k], e = en[k];
         if (s < 0) s += len;
@@ -997,20 +1058,43 @@ static aspen_status h_slice(ox_ctx *c)
             e = e < -1 ? -1 : e > len - 1 ? len - 1 : e;
         }
         int64_t cnt = step > 0 ? (e - s + step - 1) / step : (s - e + (-step) - 1) / (-step);
-        if (cnt <= 0) return ox_fail(c, ASPEN_EUNSUPPORTED, "empty slices are not supported");
+        if (cnt <= 0) {
+            cnt = 0;
+            empty = 1;
+        }
         if (step > (1 << 30) || step < -(1 << 30)) return ox_fail(c, ASPEN_EUNSUPPORTED, "step out of range");
         a.v[d] = (int32_t)(cnt ? s : 0);
         a.v[6 + d] = (int32_t)step;
         a.shape[d] = cnt;
     }
+    if (empty) return set_empty(c, 0, nd, a.shape, xv->is_int);
+    if (folded) { /* shape arithmetic: a slice of a constant vector is a constant */
+        int64_t n = a.shape[0];
+        float *f = xv->f ? malloc((size_t)n * sizeof(float)) : NULL;
+        int64_t *iv = xv->i ? malloc((size_t)n * sizeof(int64_t)) : NULL;
+        if (!f && !iv) return asp_err(ASPEN_ENOMEM, "out of memory");
+        for (int64_t k = 0; k < n; k++) {
+            int64_t j = a.v[0] + k * a.v[6];
+            if (f) f[k] = xv->f[j];
+            else iv[k] = xv->i[j];
+        }
+        return ox_set_const(c, 0, 1, &n, f, iv);
+    }
+    NEED(x, 0);
     return ox_set(c, 0, ox_op1(c, ASP_OP_STRIDED_SLICE, x, &a));
 }
 
 static aspen_status h_split(ox_ctx *c)
 {
+    ox_val *xv = ox_in(c, 0);
+    if (xv && xv->is_const && xv->n == 0) { /* empty in: empty outputs (all sizes must be 0) */
+        for (size_t o = 0; o < c->node->n_output; o++)
+            TRY(set_empty(c, (int)o, xv->ndim, xv->shape, xv->is_int));
+        return ASPEN_OK;
+    }
     NEED(x, 0);
     int nd = ox_ndim(c, x), nout = (int)c->node->n_output;
-    int axis = norm_axis(ox_attr_i(c, "axis", 0), nd);
+    int axis = ox_norm_axis(ox_attr_i(c, "axis", 0), nd);
     if (axis < 0 || axis >= nd) return ox_fail(c, ASPEN_EINVAL, "attribute 'axis' out of range");
     const int64_t *v = NULL;
     int64_t n = ox_attr_ints(c, "split", &v);
@@ -1058,6 +1142,8 @@ typedef struct {
     const char *attrs; /* comma-separated attribute names it reads */
 } ox_handler;
 
+#define RED "axes,keepdims,noop_with_empty_axes"
+
 static const ox_handler handlers[] = {
     {"Abs", h_unary, ""}, {"Cos", h_unary, ""}, {"Erf", h_unary, ""}, {"Exp", h_unary, ""},
     {"Log", h_unary, ""}, {"Neg", h_unary, ""}, {"Reciprocal", h_unary, ""},
@@ -1085,13 +1171,32 @@ static const ox_handler handlers[] = {
     {"Flatten", h_flatten, "axis"}, {"Squeeze", h_squeeze, "axes"},
     {"Unsqueeze", h_unsqueeze, "axes"}, {"Shape", h_shape, "start,end"},
     {"Constant", h_constant, "value,value_float,value_floats,value_int,value_ints"},
-    {"ConstantOfShape", h_constant_of_shape, "value"}, {"Cast", h_cast, "to,saturate"},
+    {"ConstantOfShape", h_constant_of_shape, "value"}, {"Cast", ox_h_cast, "to,saturate"},
+    {"CastLike", ox_h_cast, "saturate"},
     {"Transpose", h_transpose, "perm"}, {"Concat", h_concat, "axis"},
     {"Pad", h_pad, "mode,pads,value"},
-    {"ReduceMean", h_reduce, "axes,keepdims,noop_with_empty_axes"},
-    {"ReduceSum", h_reduce, "axes,keepdims,noop_with_empty_axes"},
-    {"ReduceMax", h_reduce, "axes,keepdims,noop_with_empty_axes"},
-    {"ReduceMin", h_reduce, "axes,keepdims,noop_with_empty_axes"},
+    {"ReduceMean", ox_h_reduce, RED}, {"ReduceSum", ox_h_reduce, RED},
+    {"ReduceMax", ox_h_reduce, RED}, {"ReduceMin", ox_h_reduce, RED},
+    {"ReduceProd", ox_h_reduce, RED}, {"ReduceL1", ox_h_reduce, RED},
+    {"ReduceL2", ox_h_reduce, RED}, {"ReduceLogSum", ox_h_reduce, RED},
+    {"ReduceLogSumExp", ox_h_reduce, RED}, {"ReduceSumSquare", ox_h_reduce, RED},
+    {"ArgMax", ox_h_argmax, "axis,keepdims,select_last_index"},
+    {"ArgMin", ox_h_argmax, "axis,keepdims,select_last_index"},
+    {"Equal", ox_h_compare, ""}, {"Greater", ox_h_compare, ""}, {"Less", ox_h_compare, ""},
+    {"GreaterOrEqual", ox_h_compare, ""}, {"LessOrEqual", ox_h_compare, ""},
+    {"And", ox_h_logic, ""}, {"Or", ox_h_logic, ""}, {"Xor", ox_h_logic, ""},
+    {"Not", ox_h_logic, ""}, {"Where", ox_h_where, ""},
+    {"Floor", ox_h_unary_more, ""}, {"Ceil", ox_h_unary_more, ""},
+    {"Round", ox_h_unary_more, ""}, {"Sign", ox_h_unary_more, ""},
+    {"Celu", ox_h_unary_more, "alpha"}, {"ThresholdedRelu", ox_h_unary_more, "alpha"},
+    {"Shrink", ox_h_unary_more, "bias,lambd"}, {"Mod", ox_h_mod, "fmod"},
+    {"LayerNormalization", ox_h_layer_norm, "axis,epsilon,stash_type"},
+    {"InstanceNormalization", ox_h_instance_norm, "epsilon"},
+    {"NegativeLogLikelihoodLoss", ox_h_nll, "ignore_index,reduction"},
+    {"SoftmaxCrossEntropyLoss", ox_h_nll, "ignore_index,reduction"},
+    {"Size", ox_h_size, ""}, {"Trilu", ox_h_trilu, "upper"}, {"Tile", ox_h_tile, ""},
+    {"DepthToSpace", ox_h_depth_space, "blocksize,mode"},
+    {"SpaceToDepth", ox_h_depth_space, "blocksize"},
     {"Gather", h_gather, "axis"}, {"Slice", h_slice, "axes,ends,starts"},
     {"Split", h_split, "axis,split"}, {"Expand", h_expand, ""},
 };

@@ -15,8 +15,11 @@
  *
  * Packing makes every micro-kernel read contiguous, aligned, zero-padded
  * panels, so the four transpose combinations and any leading dimensions cost
- * only a different packing routine (the transposing ones, A (M, K) and B
- * stored (N, K), use the ISA's in-register 16 x 16 transpose when it has one).
+ * only a different packing routine: the transposing ones (A (M, K), B stored
+ * (N, K)) use the ISA's in-register 16 x 16 (AVX-512) or 8 x 8 (AVX2)
+ * transpose, the plain ones (B (K, N), A stored (K, M)) masked vector row
+ * copies (the portable loops became a memcpy call per 32-float row: 10% of a
+ * LeNet training step).
  * The micro-kernel keeps the tile in registers for the whole K block and
  * applies alpha/beta (beta only on the first K block; later blocks accumulate
  * into C with beta = 1) and the epilogue (bias_m, bias_n, ReLU; only on the
@@ -98,16 +101,18 @@ static void gemm_ukr_generic(int64_t kc, const float *a /* (kc, GEN_MR) packed *
 
 typedef struct {
     asp_gemm_ukr ukr;
-    asp_gemm_pack_t pack_t; /* or NULL */
+    asp_gemm_pack_t pack_t;   /* or NULL */
+    asp_gemm_pack_n_t pack_n; /* or NULL */
     int mr, nr;
     int64_t kc, mc, nc; /* mc a multiple of mr, nc a multiple of nr */
 } gemm_cfg;
 
 static const gemm_cfg gemm_cfgs[3] = {
-    [ASP_ISA_GENERIC] = {gemm_ukr_generic, NULL, GEN_MR, GEN_NR, 256, 128, 1024},
-    [ASP_ISA_AVX2] = {asp_gemm_ukr_avx2, NULL, ASP_GEMM_AVX2_MR, ASP_GEMM_AVX2_NR, 384, 288, 1024},
-    [ASP_ISA_AVX512] = {asp_gemm_ukr_avx512, asp_gemm_pack_t_avx512, ASP_GEMM_AVX512_MR,
-                        ASP_GEMM_AVX512_NR, 384, 224, 1024},
+    [ASP_ISA_GENERIC] = {gemm_ukr_generic, NULL, NULL, GEN_MR, GEN_NR, 256, 128, 1024},
+    [ASP_ISA_AVX2] = {asp_gemm_ukr_avx2, asp_gemm_pack_t_avx2, asp_gemm_pack_n_avx2,
+                      ASP_GEMM_AVX2_MR, ASP_GEMM_AVX2_NR, 384, 288, 1024},
+    [ASP_ISA_AVX512] = {asp_gemm_ukr_avx512, asp_gemm_pack_t_avx512, asp_gemm_pack_n_avx512,
+                        ASP_GEMM_AVX512_MR, ASP_GEMM_AVX512_NR, 384, 224, 1024},
 };
 
 static asp_isa isa_current = ASP_ISA_GENERIC;
@@ -225,11 +230,18 @@ pack_a_impl(int trans, const float *restrict A, int64_t lda, int64_t i0, int64_t
 }
 
 static void pack_a(int trans, const float *A, int64_t lda, int64_t i0, int64_t k0, int64_t mb,
-                   int64_t kb, int mr, asp_gemm_pack_t pack_t, float *ap)
+                   int64_t kb, int mr, const gemm_cfg *g, float *ap)
 {
-    if (!trans && pack_t) {
+    if (!trans && g->pack_t) {
         for (int64_t ip = 0; ip < mb; ip += mr, ap += kb * mr)
-            pack_t(A + (i0 + ip) * lda + k0, lda, kb, (int)ASP_MIN((int64_t)mr, mb - ip), mr, ap);
+            g->pack_t(A + (i0 + ip) * lda + k0, lda, kb, (int)ASP_MIN((int64_t)mr, mb - ip), mr,
+                      ap);
+        return;
+    }
+    if (trans && g->pack_n) {
+        for (int64_t ip = 0; ip < mb; ip += mr, ap += kb * mr)
+            g->pack_n(A + k0 * lda + i0 + ip, lda, kb, (int)ASP_MIN((int64_t)mr, mb - ip), mr,
+                      ap);
         return;
     }
     switch (mr) {
@@ -279,11 +291,18 @@ pack_b_impl(int trans, const float *restrict B, int64_t ldb, int64_t k0, int64_t
 }
 
 static void pack_b(int trans, const float *B, int64_t ldb, int64_t k0, int64_t j0, int64_t kb,
-                   int64_t nb, int nr, asp_gemm_pack_t pack_t, float *bp)
+                   int64_t nb, int nr, const gemm_cfg *g, float *bp)
 {
-    if (trans && pack_t) {
+    if (trans && g->pack_t) {
         for (int64_t jp = 0; jp < nb; jp += nr, bp += kb * nr)
-            pack_t(B + (j0 + jp) * ldb + k0, ldb, kb, (int)ASP_MIN((int64_t)nr, nb - jp), nr, bp);
+            g->pack_t(B + (j0 + jp) * ldb + k0, ldb, kb, (int)ASP_MIN((int64_t)nr, nb - jp), nr,
+                      bp);
+        return;
+    }
+    if (!trans && g->pack_n) {
+        for (int64_t jp = 0; jp < nb; jp += nr, bp += kb * nr)
+            g->pack_n(B + k0 * ldb + j0 + jp, ldb, kb, (int)ASP_MIN((int64_t)nr, nb - jp), nr,
+                      bp);
         return;
     }
     switch (nr) {
@@ -359,10 +378,10 @@ void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
         for (int64_t pc = 0; pc < K; pc += g->kc) {
             const int64_t kb = ASP_MIN(g->kc, K - pc);
             const int last = pc + kb == K;
-            pack_b(trans_b, B, ldb, pc, jc, kb, nb, nr, g->pack_t, bp);
+            pack_b(trans_b, B, ldb, pc, jc, kb, nb, nr, g, bp);
             for (int64_t ic = i0; ic < i1; ic += g->mc) {
                 const int64_t mb = ASP_MIN(g->mc, i1 - ic);
-                pack_a(trans_a, A, lda, ic, pc, mb, kb, mr, g->pack_t, ap);
+                pack_a(trans_a, A, lda, ic, pc, mb, kb, mr, g, ap);
                 for (int64_t ir = 0; ir < mb; ir += mr) {
                     const int nrows = (int)ASP_MIN((int64_t)mr, mb - ir);
                     for (int64_t jr = 0; jr < nb; jr += nr) {

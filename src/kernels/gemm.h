@@ -87,11 +87,21 @@ typedef void (*asp_gemm_ukr)(int64_t kc, const float *a /* (kc, MR) packed */,
 typedef void (*asp_gemm_pack_t)(const float *src, int64_t ld, int64_t kb, int rows, int p,
                                 float *dst);
 
+/* Plain pack: dst[k*p + j] = src[k*ld + j] for j < cols, 0 for
+ * cols <= j < p (cols <= p <= 32), k < kb. Packs B (K, N) into NR-wide
+ * panels and A stored (K, M) into MR-tall ones; NULL in a table: plain C. */
+typedef void (*asp_gemm_pack_n_t)(const float *src, int64_t ld, int64_t kb, int cols, int p,
+                                  float *dst);
+
 void asp_gemm_ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr,
                        int nr, const asp_gemm_tail *t);
 void asp_gemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
                          int mr, int nr, const asp_gemm_tail *t);
 void asp_gemm_pack_t_avx512(const float *src, int64_t ld, int64_t kb, int rows, int p,
                             float *dst);
+void asp_gemm_pack_t_avx2(const float *src, int64_t ld, int64_t kb, int rows, int p, float *dst);
+void asp_gemm_pack_n_avx512(const float *src, int64_t ld, int64_t kb, int cols, int p,
+                            float *dst);
+void asp_gemm_pack_n_avx2(const float *src, int64_t ld, int64_t kb, int cols, int p, float *dst);
 
 #endif

@@ -109,3 +109,64 @@ void asp_gemm_ukr_avx2(int64_t kc, const float *a /* (kc, MR) packed */,
     default: break;
     }
 }
+
+/* ------------------------------------------------------------- packing */
+
+/* Mask of the first n (0..8) lanes. */
+static inline __m256i lanes(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* In-register transpose of an 8 x 8 block: r[q] holds row q on entry,
+ * column q on exit (unpack pairs, shuffle fours, swap 128-bit halves). */
+static inline __attribute__((always_inline)) void transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+}
+
+void asp_gemm_pack_t_avx2(const float *src /* (rows, kb), row stride ld */, int64_t ld,
+                          int64_t kb, int rows, int p, float *dst /* (kb, p) */)
+{
+    for (int64_t k0 = 0; k0 < kb; k0 += 8) {
+        const int kk = (int)(kb - k0 < 8 ? kb - k0 : 8);
+        const __m256i km = lanes(kk);
+        for (int g = 0; g < p; g += 8) {
+            const int pw = p - g < 8 ? p - g : 8;
+            const __m256i pm = lanes(pw);
+            __m256 r[8];
+            _Pragma("GCC unroll 8") for (int q = 0; q < 8; q++)
+            {
+                r[q] = g + q < rows ? _mm256_maskload_ps(src + (g + q) * ld + k0, km)
+                                    : _mm256_setzero_ps();
+            }
+            transpose8(r);
+            for (int j = 0; j < kk; j++) _mm256_maskstore_ps(dst + (k0 + j) * p + g, pm, r[j]);
+        }
+    }
+}
+
+void asp_gemm_pack_n_avx2(const float *src /* (kb, cols), row stride ld */, int64_t ld,
+                          int64_t kb, int cols, int p, float *dst /* (kb, p) */)
+{
+    const __m256i m0 = lanes(cols), m1 = lanes(cols - 8);
+    const __m256i z0 = lanes(p), z1 = lanes(p - 8);
+    for (int64_t k = 0; k < kb; k++, src += ld, dst += p) {
+        _mm256_maskstore_ps(dst, z0, _mm256_maskload_ps(src, m0));
+        if (p > 8) _mm256_maskstore_ps(dst + 8, z1, _mm256_maskload_ps(src + 8, m1));
+    }
+}

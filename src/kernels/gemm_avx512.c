@@ -170,3 +170,20 @@ void asp_gemm_pack_t_avx512(const float *src /* (rows, kb), row stride ld */, in
         }
     }
 }
+
+void asp_gemm_pack_n_avx512(const float *src /* (kb, cols), row stride ld */, int64_t ld,
+                            int64_t kb, int cols, int p, float *dst /* (kb, p) */)
+{
+    const __mmask16 m0 = cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1u);
+    const __mmask16 m1 = cols >= 32  ? (__mmask16)0xFFFF
+                         : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1u)
+                                     : (__mmask16)0;
+    const __mmask16 z0 = p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << p) - 1u);
+    const __mmask16 z1 = p >= 32 ? (__mmask16)0xFFFF
+                         : p > 16 ? (__mmask16)((1u << (p - 16)) - 1u)
+                                  : (__mmask16)0;
+    for (int64_t k = 0; k < kb; k++, src += ld, dst += p) {
+        _mm512_mask_storeu_ps(dst, z0, _mm512_maskz_loadu_ps(m0, src));
+        if (p > 16) _mm512_mask_storeu_ps(dst + 16, z1, _mm512_maskz_loadu_ps(m1, src + 16));
+    }
+}

@@ -1,7 +1,8 @@
 /*
  * conv.c - 2-D convolution (NCHW, weights (M, C/G, KH, KW)), lowered to GEMM.
  *
- *   forward        y[n,g] (M/G, P) = W[g] (M/G, C/G*KH*KW) * col[n,g] + b  (bias in the epilogue)
+ *   forward        y[n,g] (M/G, P) = W[g] (M/G, C/G*KH*KW) * col[n,g] + b
+ *                  (the bias in the GEMM's epilogue)
  *   backward data  col = W[g]^T * dy[n,g];  dx[n,g] = col2im(col)
  *   backward weight dW[g] = sum_n dy[n,g] * col[n,g]^T
  *
@@ -387,7 +388,8 @@ size_t asp_conv2d_bwd_weight_scratch(const asp_tensor *t, const asp_node *n)
 }
 
 /* dW[g][m0:m1, c0*KK : c1*KK] = sum over images and tiles of
- * dy[n,g][m0:m1, tile] * col[n,g][c0*KK : c1*KK, tile]^T. */
+ * dy[n,g][m0:m1, tile] * col[n,g][c0*KK : c1*KK, tile]^T  (+ beta * dW when the
+ * compiler folded SGD's momentum into this op: src/compiler/fuse.c). */
 static void bwd_weight_block(const asp_kctx *k, const conv_geom *c, int64_t gi, int64_t m0,
                              int64_t m1, int64_t c0, int64_t c1)
 {
@@ -410,7 +412,8 @@ static void bwd_weight_block(const asp_kctx *k, const conv_geom *c, int64_t gi, 
                 ldb = p1 - p0;
             }
             asp_sgemm(0, 1, m1 - m0, rows, p1 - p0, 1.0f, dyr + p0, c->P, B, ldb,
-                      n || p0 ? 1.0f : 0.0f, dwb, Kd, NULL, 0, 1, k->gemm_scratch);
+                      n || p0 ? 1.0f : k->node->a.sh.beta, dwb, Kd, NULL, 0, 1,
+                      k->gemm_scratch);
         }
     }
 }

@@ -96,8 +96,9 @@ void asp_dense_bwd_weight_forward(const asp_kctx *k)
 {
     const asp_tensor *dy = ASP_TIN(k, 0), *x = ASP_TIN(k, 1);
     int64_t N = dy->shape[0], M = dy->shape[1], K = x->shape[1];
-    asp_sgemm(1, 0, M, K, N, 1.0f, ASP_IN(k, 0), M, ASP_IN(k, 1), K, 0.0f, ASP_OUT(k, 0), K, NULL,
-              k->vertex, k->nvertex, k->gemm_scratch);
+    /* beta: SGD momentum folded into the gradient (src/compiler/fuse.c), else 0 */
+    asp_sgemm(1, 0, M, K, N, 1.0f, ASP_IN(k, 0), M, ASP_IN(k, 1), K, k->node->a.sh.beta,
+              ASP_OUT(k, 0), K, NULL, k->vertex, k->nvertex, k->gemm_scratch);
 }
 
 int asp_dense_vertices(const asp_tensor *t, const asp_node *n, int threads)
@@ -152,8 +153,9 @@ void asp_bias_grad_forward(const asp_kctx *k)
     asp_split(C, k->nvertex, k->vertex, 1, &lo, &hi);
     const float *dy = ASP_IN(k, 0);
     float *db = ASP_OUT(k, 0);
+    float beta = k->node->a.sh.beta; /* folded SGD momentum (fuse.c): db = sum + beta * db */
     if (S == 1) {
-        for (int64_t c = lo; c < hi; c++) db[c] = 0.0f;
+        for (int64_t c = lo; c < hi; c++) db[c] = beta != 0.0f ? beta * db[c] : 0.0f;
         for (int64_t i = 0; i < N; i++)
             for (int64_t c = lo; c < hi; c++) db[c] += dy[i * C + c];
         return;
@@ -161,6 +163,6 @@ void asp_bias_grad_forward(const asp_kctx *k)
     for (int64_t c = lo; c < hi; c++) {
         float acc = 0.0f;
         for (int64_t i = 0; i < N; i++) acc += plane_sum(dy + (i * C + c) * S, S);
-        db[c] = acc;
+        db[c] = beta != 0.0f ? acc + beta * db[c] : acc;
     }
 }

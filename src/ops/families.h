@@ -57,12 +57,14 @@ INFER(asp_softmax_ce_bwd_infer) FWD(asp_softmax_ce_bwd_forward) INFER(asp_mse_in
 FWD(asp_mse_forward) BWD(asp_mse_backward) INFER(asp_mse_bwd_infer) FWD(asp_mse_bwd_forward)
 /* optim.c */
 INFER(asp_update_infer) VERT(asp_update_vertices) FWD(asp_sgd_forward) FWD(asp_adam_forward)
+FWD(asp_sgd_apply_forward)
 
 /* onnx_elementwise.c */
 INFER(asp_unary_infer) FWD(asp_unary_forward) BWD(asp_unary_backward) FWD(asp_unary_bwd_forward)
 INFER(asp_binary_infer) FWD(asp_binary_forward) BWD(asp_binary_backward)
 INFER(asp_binary_bwd_infer) FWD(asp_binary_bwd_forward) INFER(asp_expand_infer)
 FWD(asp_expand_forward) BWD(asp_expand_backward)
+INFER(asp_where_infer) FWD(asp_where_forward) BWD(asp_where_backward)
 /* onnx_shape.c */
 INFER(asp_transpose_infer) FWD(asp_transpose_forward) BWD(asp_transpose_backward)
 INFER(asp_pad_infer) FWD(asp_pad_forward) BWD(asp_pad_backward) INFER(asp_pad_bwd_infer)
@@ -72,6 +74,7 @@ INFER(asp_gather_infer) FWD(asp_gather_forward) BWD(asp_gather_backward)
 INFER(asp_gather_bwd_infer) FWD(asp_gather_bwd_forward) INFER(asp_reduce_infer)
 FWD(asp_reduce_forward) BWD(asp_reduce_backward) INFER(asp_reduce_bwd_infer)
 FWD(asp_reduce_bwd_forward)
+INFER(asp_argmax_infer) FWD(asp_argmax_forward)
 /* onnx_nn.c */
 INFER(asp_matmul_infer) VERT(asp_matmul_vertices) FWD(asp_matmul_forward)
 BWD(asp_matmul_backward) MACS(asp_matmul_macs) FWD(asp_log_softmax_forward)

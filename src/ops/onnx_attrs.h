@@ -59,4 +59,8 @@ void asp_ox_bstrides(int n, const int64_t *s, int nout, const int64_t *out, int6
  * the shapes differ, dy itself when equal). */
 aspen_tensor asp_ox_reduce_to(aspen_graph *g, aspen_tensor dy, aspen_tensor x);
 
+/* x as ONNX element type dt holds it (integers truncated and wrapped as a C
+ * cast, bool 0/1, float16 rounded to nearest even, bfloat16 truncated); x for float. */
+float asp_ox_cast_scalar(float x, int dt);
+
 #endif

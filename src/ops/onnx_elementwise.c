@@ -8,6 +8,14 @@
  * dy * df/da or dy * df/db at the output's shape, then summed back to the
  * input's shape by reduce_to), and expand (broadcast to a shape).
  *
+ * Ops without a useful gradient: floor, ceil, round and sign have derivative
+ * 0 almost everywhere (unary_bwd gives 0); the comparisons equal, greater and
+ * less (0/1 outputs) are ASP_OPF_NO_GRAD. cast_values (f[0] = an ONNX element
+ * type) brings values to what that type holds and passes gradients straight
+ * through, as a cast does in PyTorch. mod (i[2] = 1: C fmod, 0: the sign of
+ * the divisor, Python's %) and where (select by a 0/1 condition, 3 broadcast
+ * inputs) have gradients.
+ *
  * Every output element is computed on its own from its inputs, so vertices
  * take contiguous element ranges and the results do not depend on the split.
  * Broadcast reads walk the output with per-axis counters and strides that are
@@ -101,6 +109,52 @@ static void bwalk_next(bwalk *w)
 
 /* ------------------------------------------------------------------ unary */
 
+static float round_half(float x) /* to the nearest float16, ties to even */
+{
+    if (!isfinite(x) || x == 0.0f) return x;
+    float a = fabsf(x);
+    if (a >= 65520.0f) return copysignf(INFINITY, x);
+    int e;
+    frexpf(a, &e); /* a = m * 2^e, m in [0.5, 1) */
+    int q = e - 11 < -24 ? -24 : e - 11; /* spacing 2^q: 10 mantissa bits, subnormals below 2^-14 */
+    return copysignf(ldexpf(nearbyintf(ldexpf(a, -q)), q), x);
+}
+
+/* to bfloat16 by truncation of the low 16 bits, as ONNX 1.12's reference and
+ * test data do (later ONNX versions round to nearest even) */
+static float round_bf16(float x)
+{
+    if (isnan(x)) return x;
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u &= 0xFFFF0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+float asp_ox_cast_scalar(float x, int dt)
+{
+    if (dt == 9) return x != 0.0f ? 1.0f : 0.0f; /* bool */
+    if (dt == 10) return round_half(x);
+    if (dt == 16) return round_bf16(x);
+    if (!(dt >= 2 && dt <= 7) && dt != 12 && dt != 13) return x; /* float, double */
+    if (isnan(x)) return 0.0f;
+    double t = trunc((double)x);
+    if (t > 9.2e18) t = 9.2e18;
+    if (t < -9.2e18) t = -9.2e18;
+    int64_t v = (int64_t)t;
+    switch (dt) {
+    case 2: return (float)(uint8_t)v;
+    case 3: return (float)(int8_t)(uint8_t)v;
+    case 4: return (float)(uint16_t)v;
+    case 5: return (float)(int16_t)(uint16_t)v;
+    case 6: return (float)(int32_t)(uint32_t)v;
+    case 12: return (float)(uint32_t)v;
+    case 13: return (float)(uint64_t)v;
+    default: return (float)v;
+    }
+}
+
 static float unary_f(int op, const float *p, float x)
 {
     switch (op) {
@@ -121,6 +175,11 @@ static float unary_f(int op, const float *p, float x)
     case ASP_OP_SIN: return sinf(x);
     case ASP_OP_COS: return cosf(x);
     case ASP_OP_HARDSWISH: return x * fmaxf(0.0f, fminf(1.0f, x / 6.0f + 0.5f));
+    case ASP_OP_FLOOR: return floorf(x);
+    case ASP_OP_CEIL: return ceilf(x);
+    case ASP_OP_ROUND: return nearbyintf(x); /* ties to even (default rounding mode) */
+    case ASP_OP_SIGN: return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : x;
+    case ASP_OP_CAST_VALUES: return asp_ox_cast_scalar(x, (int)p[0]);
     default: return x;
     }
 }
@@ -149,6 +208,7 @@ static float unary_df(int op, const float *p, float x, float y)
     case ASP_OP_SIN: return cosf(x);
     case ASP_OP_COS: return -sinf(x);
     case ASP_OP_HARDSWISH: return x < -3.0f ? 0.0f : x > 3.0f ? 1.0f : x / 3.0f + 0.5f;
+    case ASP_OP_FLOOR: case ASP_OP_CEIL: case ASP_OP_ROUND: case ASP_OP_SIGN: return 0.0f;
     default: return 1.0f;
     }
 }
@@ -192,7 +252,14 @@ void asp_unary_bwd_forward(const asp_kctx *k)
 
 /* ------------------------------------------------------------------ binary */
 
-static float binary_f(int op, float a, float b)
+static float mod_f(int c_fmod, float a, float b)
+{
+    float r = fmodf(a, b);
+    if (!c_fmod && r != 0.0f && (r < 0.0f) != (b < 0.0f)) r += b;
+    return r;
+}
+
+static float binary_f(int op, int variant, float a, float b)
 {
     switch (op) {
     case ASP_OP_BADD: return a + b;
@@ -203,12 +270,16 @@ static float binary_f(int op, float a, float b)
     case ASP_OP_BMIN: return fminf(a, b);
     case ASP_OP_BMAX: return fmaxf(a, b);
     case ASP_OP_PRELU: return a < 0.0f ? a * b : a;
+    case ASP_OP_EQUAL: return a == b ? 1.0f : 0.0f;
+    case ASP_OP_GREATER: return a > b ? 1.0f : 0.0f;
+    case ASP_OP_LESS: return a < b ? 1.0f : 0.0f;
+    case ASP_OP_MOD: return mod_f(variant, a, b);
     default: return a;
     }
 }
 
 /* df/da (which == 0) or df/db (which == 1) at (a, b) */
-static float binary_df(int op, int which, float a, float b)
+static float binary_df(int op, int variant, int which, float a, float b)
 {
     switch (op) {
     case ASP_OP_BADD: return 1.0f;
@@ -221,6 +292,7 @@ static float binary_df(int op, int which, float a, float b)
     case ASP_OP_BMIN: return (which ? b < a : a <= b) ? 1.0f : 0.0f;
     case ASP_OP_BMAX: return (which ? b > a : a >= b) ? 1.0f : 0.0f;
     case ASP_OP_PRELU: return which ? (a < 0.0f ? a : 0.0f) : (a < 0.0f ? b : 1.0f);
+    case ASP_OP_MOD: return which ? -(a - mod_f(variant, a, b)) / b : 1.0f;
     default: return 0.0f;
     }
 }
@@ -248,15 +320,16 @@ void asp_binary_forward(const asp_kctx *k)
     const asp_tensor *in[2] = {ASP_TIN(k, 0), ASP_TIN(k, 1)};
     const float *a = ASP_IN(k, 0), *b = ASP_IN(k, 1);
     float *y = ASP_OUT(k, 0);
-    int op = k->node->op;
+    int op = k->node->op, var = asp_ox_get(k->node).i[2];
     if (asp_numel(in[0]) == asp_numel(yt) && asp_numel(in[1]) == asp_numel(yt)) {
-        for (int64_t i = lo; i < hi; i++) y[i] = binary_f(op, a[i], b[i]);
+        for (int64_t i = lo; i < hi; i++) y[i] = binary_f(op, var, a[i], b[i]);
         return;
     }
     if (lo >= hi) return;
     bwalk w;
     bwalk_init(&w, yt, 2, in, lo);
-    for (int64_t i = lo; i < hi; i++, bwalk_next(&w)) y[i] = binary_f(op, a[w.off[0]], b[w.off[1]]);
+    for (int64_t i = lo; i < hi; i++, bwalk_next(&w))
+        y[i] = binary_f(op, var, a[w.off[0]], b[w.off[1]]);
 }
 
 aspen_status asp_binary_backward(aspen_graph *g, const asp_node *n, const aspen_tensor *dout,
@@ -265,8 +338,7 @@ aspen_status asp_binary_backward(aspen_graph *g, const asp_node *n, const aspen_
     for (int i = 0; i < 2; i++) {
         din[i] = ASPEN_NONE;
         if (!g->t[n->in[i]].requires_grad) continue;
-        asp_ox_attrs a;
-        memset(&a, 0, sizeof(a));
+        asp_ox_attrs a = asp_ox_get(n);
         a.i[0] = n->op;
         a.i[1] = i;
         aspen_tensor in[3] = {dout[0], n->in[0], n->in[1]};
@@ -303,7 +375,7 @@ void asp_binary_bwd_forward(const asp_kctx *k)
     bwalk w;
     bwalk_init(&w, yt, 2, in, lo);
     for (int64_t i = lo; i < hi; i++, bwalk_next(&w))
-        dx[i] = dy[i] * binary_df(at.i[0], at.i[1], a[w.off[0]], b[w.off[1]]);
+        dx[i] = dy[i] * binary_df(at.i[0], at.i[2], at.i[1], a[w.off[0]], b[w.off[1]]);
 }
 
 /* ------------------------------------------------------------------ expand */
@@ -336,5 +408,63 @@ aspen_status asp_expand_backward(aspen_graph *g, const asp_node *n, const aspen_
                                  aspen_tensor *din)
 {
     din[0] = asp_ox_reduce_to(g, dout[0], n->in[0]);
+    return g->err;
+}
+
+/* ------------------------------------------------------------------ where */
+
+/* y = cond ? a : b (cond 0/1, all three broadcast) */
+aspen_status asp_where_infer(const aspen_graph *g, const asp_node *n, asp_tensor **out)
+{
+    const asp_tensor *c = &g->t[n->in[0]], *a = &g->t[n->in[1]], *b = &g->t[n->in[2]];
+    int n1, nd;
+    int64_t s1[ASPEN_MAX_DIMS], shape[ASPEN_MAX_DIMS];
+    if (c->dtype != ASPEN_F32 || a->dtype != ASPEN_F32 || b->dtype != ASPEN_F32)
+        return asp_err(ASPEN_EINVAL, "inputs must be f32");
+    if (!asp_ox_broadcast(c->ndim, c->shape, a->ndim, a->shape, &n1, s1) ||
+        !asp_ox_broadcast(n1, s1, b->ndim, b->shape, &nd, shape))
+        return asp_err(ASPEN_ESHAPE, "condition and values do not broadcast");
+    asp_set_shape(out[0], ASPEN_F32, nd, shape);
+    return ASPEN_OK;
+}
+
+void asp_where_forward(const asp_kctx *k)
+{
+    RANGE(k);
+    const asp_tensor *in[3] = {ASP_TIN(k, 0), ASP_TIN(k, 1), ASP_TIN(k, 2)};
+    const float *c = ASP_IN(k, 0), *a = ASP_IN(k, 1), *b = ASP_IN(k, 2);
+    float *y = ASP_OUT(k, 0);
+    if (lo >= hi) return;
+    bwalk w;
+    bwalk_init(&w, ASP_TOUT(k, 0), 3, in, lo);
+    for (int64_t i = lo; i < hi; i++, bwalk_next(&w))
+        y[i] = c[w.off[0]] != 0.0f ? a[w.off[1]] : b[w.off[2]];
+}
+
+/* da = dy * c, db = dy - dy * c (c is 0/1), each summed back to its shape */
+aspen_status asp_where_backward(aspen_graph *g, const asp_node *n, const aspen_tensor *dout,
+                                aspen_tensor *din)
+{
+    din[0] = din[1] = din[2] = ASPEN_NONE;
+    asp_attrs z;
+    memset(&z, 0, sizeof(z));
+    aspen_tensor pick[2] = {dout[0], n->in[0]};
+    aspen_tensor da = asp_graph_node(g, ASP_OP_BMUL, 2, pick, &z, NULL);
+    aspen_tensor rest[2] = {dout[0], da};
+    aspen_tensor db = g->t[n->in[2]].requires_grad ? asp_graph_node(g, ASP_OP_SUB, 2, rest, &z, NULL)
+                                                   : ASPEN_NONE;
+    for (int i = 1; i <= 2; i++) {
+        aspen_tensor local = i == 1 ? da : db;
+        if (!g->t[n->in[i]].requires_grad || local == ASPEN_NONE) continue;
+        din[i] = asp_ox_reduce_to(g, local, n->in[i]);
+        if (din[i] != ASPEN_NONE && g->t[din[i]].ndim != g->t[n->in[i]].ndim) {
+            const asp_tensor *x = &g->t[n->in[i]];
+            asp_attrs at;
+            memset(&at, 0, sizeof(at));
+            at.sh.ndim = x->ndim;
+            for (int d = 0; d < x->ndim; d++) at.sh.shape[d] = x->shape[d];
+            din[i] = asp_graph_node(g, ASP_OP_RESHAPE, 1, &din[i], &at, NULL);
+        }
+    }
     return g->err;
 }

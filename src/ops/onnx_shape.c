@@ -12,7 +12,11 @@
  * Records (asp_ox_attrs): transpose v = perm; pad v = begins then ends, f[0]
  * = value, i[0] = mode (0 constant, 1 reflect, 2 edge); strided slice v[0..5]
  * = starts, v[6..11] = steps, shape = output shape (forward) or input shape
- * (backward); gather i[0] = axis; reduce v[d] = 1 where axis d is reduced.
+ * (backward); gather i[0] = axis; reduce v[d] = 1 where axis d is reduced;
+ * argmax i[0] = axis, i[1] = 1 for argmin, i[2] = 1 for the last index of
+ * the extremum (output: the index as a float, the axis kept as 1; no
+ * gradient). reduce_prod's backward is the product of the other elements,
+ * recomputed where x is 0 (y / x elsewhere).
  */
 #include <float.h>
 #include <math.h>
@@ -372,11 +376,13 @@ void asp_reduce_forward(const asp_kctx *k)
         coords_of(yt, o, c);
         int64_t base = 0, off = 0, rc[ASPEN_MAX_DIMS] = {0};
         for (int d = 0; d < D; d++) base += c[d] * xs[d];
-        double acc = op == ASP_OP_REDUCE_MAX ? -INFINITY : op == ASP_OP_REDUCE_MIN ? INFINITY : 0.0;
+        double acc = op == ASP_OP_REDUCE_MAX ? -INFINITY : op == ASP_OP_REDUCE_MIN ? INFINITY
+                   : op == ASP_OP_REDUCE_PROD ? 1.0 : 0.0;
         for (;;) {
             float v = x[base + off];
             if (op == ASP_OP_REDUCE_MAX) acc = v > acc ? v : acc;
             else if (op == ASP_OP_REDUCE_MIN) acc = v < acc ? v : acc;
+            else if (op == ASP_OP_REDUCE_PROD) acc *= v;
             else acc += v;
             int r = nr - 1;
             for (; r >= 0; r--) {
@@ -409,6 +415,34 @@ aspen_status asp_reduce_bwd_infer(const aspen_graph *g, const asp_node *n, asp_t
     return ASPEN_OK;
 }
 
+/* product of the elements reduced with x[skip] (at coordinates c), skip excluded */
+static float prod_others(const asp_tensor *xt, const asp_ox_attrs *a, const float *x,
+                         const int64_t *c, int64_t skip)
+{
+    int64_t xs[ASPEN_MAX_DIMS], rc[ASPEN_MAX_DIMS] = {0}, base = 0, off = 0;
+    int rd[ASPEN_MAX_DIMS], nr = 0;
+    strides_of(xt, xs);
+    for (int d = 0; d < xt->ndim; d++) {
+        if (a->v[d]) rd[nr++] = d;
+        else base += c[d] * xs[d];
+    }
+    double acc = 1.0;
+    for (;;) {
+        if (base + off != skip) acc *= x[base + off];
+        int r = nr - 1;
+        for (; r >= 0; r--) {
+            int d = rd[r];
+            rc[r]++;
+            off += xs[d];
+            if (rc[r] < xt->shape[d]) break;
+            off -= rc[r] * xs[d];
+            rc[r] = 0;
+        }
+        if (r < 0) break;
+    }
+    return (float)acc;
+}
+
 /* dx = dy / count (mean), dy (sum), dy where x equals the extremum (max, min) */
 void asp_reduce_bwd_forward(const asp_kctx *k)
 {
@@ -427,6 +461,43 @@ void asp_reduce_bwd_forward(const asp_kctx *k)
         for (int d = 0; d < xt->ndim; d++) off += (a.v[d] ? 0 : c[d]) * ys[d];
         if (a.i[0] == ASP_OP_REDUCE_MEAN) dx[i] = dy[off] / (float)cnt;
         else if (a.i[0] == ASP_OP_REDUCE_SUM) dx[i] = dy[off];
+        else if (a.i[0] == ASP_OP_REDUCE_PROD)
+            dx[i] = dy[off] * (x[i] != 0.0f ? y[off] / x[i] : prod_others(xt, &a, x, c, i));
         else dx[i] = x[i] == y[off] ? dy[off] : 0.0f;
+    }
+}
+
+/* ------------------------------------------------------------------ argmax */
+
+aspen_status asp_argmax_infer(const aspen_graph *g, const asp_node *n, asp_tensor **out)
+{
+    const asp_tensor *x = &g->t[n->in[0]];
+    int axis = asp_ox_get(n).i[0];
+    if (axis < 0 || axis >= x->ndim) return asp_err(ASPEN_EINVAL, "axis %d out of range", axis);
+    if (x->shape[axis] == 0) return asp_err(ASPEN_ESHAPE, "argmax over an empty axis");
+    int64_t shape[ASPEN_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) shape[d] = d == axis ? 1 : x->shape[d];
+    asp_set_shape(out[0], ASPEN_F32, x->ndim, shape);
+    return ASPEN_OK;
+}
+
+void asp_argmax_forward(const asp_kctx *k)
+{
+    RANGE(k);
+    asp_ox_attrs a = asp_ox_get(k->node);
+    const asp_tensor *xt = ASP_TIN(k, 0);
+    int64_t outer, inner, A = xt->shape[a.i[0]];
+    gather_dims(xt, a.i[0], &outer, &inner);
+    const float *x = ASP_IN(k, 0);
+    float *y = ASP_OUT(k, 0);
+    for (int64_t i = lo; i < hi; i++) {
+        const float *p = x + (i / inner) * A * inner + i % inner;
+        int64_t best = 0;
+        for (int64_t j = 1; j < A; j++) {
+            float v = p[j * inner], b = p[best * inner];
+            int better = a.i[1] ? v < b : v > b;
+            if (better || (a.i[2] && v == b)) best = j;
+        }
+        y[i] = (float)best;
     }
 }

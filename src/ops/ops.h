@@ -53,6 +53,7 @@
     X(MSE_BWD, 49) \
     X(SGD_UPDATE, 60) \
     X(ADAM_UPDATE, 61) \
+    X(SGD_APPLY, 62) \
     /* ONNX (src/ops/onnx_*.c), ids 80-139 */ \
     X(EXP, 80) \
     X(LOG, 81) \
@@ -94,12 +95,24 @@
     X(REDUCE_MAX, 119) \
     X(REDUCE_MIN, 120) \
     X(REDUCE_BWD, 121) \
+    X(FLOOR, 122) \
+    X(CEIL, 123) \
+    X(ROUND, 124) \
     X(MATMUL, 125) \
     X(LOG_SOFTMAX, 126) \
     X(LOG_SOFTMAX_BWD, 127) \
     X(LRN, 128) \
     X(LRN_BWD, 129) \
     X(CONV_TRANSPOSE, 130) \
+    X(SIGN, 131) \
+    X(CAST_VALUES, 132) \
+    X(EQUAL, 133) \
+    X(GREATER, 134) \
+    X(LESS, 135) \
+    X(MOD, 136) \
+    X(WHERE, 137) \
+    X(ARGMAX, 138) \
+    X(REDUCE_PROD, 139) \
     /* darknet semantics (src/ops/darknet.c), ids 70-79 */ \
     X(DARKNET_SHORTCUT, 70) \
     X(DARKNET_SHORTCUT_BWD, 71)

@@ -104,3 +104,18 @@ void asp_adam_forward(const asp_kctx *k)
         p[i] = p[i] * decay - lr * mh / (sqrtf(vh) + o->eps);
     }
 }
+
+/* The second half of SGD when the momentum was folded into the gradient op
+ * (src/compiler/fuse.c): buf already holds momentum * buf + grad. */
+void asp_sgd_apply_forward(const asp_kctx *k)
+{
+    const aspen_optimizer *o = &k->node->a.opt;
+    float *p = ASP_IN(k, 0), *buf = ASP_IN(k, 1);
+    float lr = k->step->lr, wd = o->weight_decay;
+    int64_t lo, hi;
+    asp_split(asp_numel(ASP_TIN(k, 0)), k->nvertex, k->vertex, 16, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) {
+        if (wd != 0.0f) buf[i] += wd * p[i];
+        p[i] -= lr * buf[i];
+    }
+}

@@ -70,5 +70,6 @@ int cmd_bench(int, char **);
 extern const char usage_bench[];
 int cmd_onnx_test(int, char **);
 extern const char usage_onnx_test[];
+int cmd_export(int, char **); extern const char usage_export[];
 
 #endif

@@ -89,60 +89,6 @@ static int parse_chw(const char *s, int v[3])
     return 0;
 }
 
-/* The model's text with channels/height/width (and inputs) of [net] set to
- * chw, each replaced on its own line so error lines stay right; parsed again. */
-static aspen_status with_input(aspen_model **m, const char *path, const int chw[3])
-{
-    const char *text = aspen_model_text(*m);
-    size_t len = strlen(text), cap = len + 256, n = 0;
-    char *out = malloc(cap);
-    if (!out) return ASPEN_ENOMEM;
-    static const char *const keys[] = {"channels", "height", "width", "inputs"};
-    long long vals[] = {chw[0], chw[1], chw[2], (long long)chw[0] * chw[1] * chw[2]};
-    int in_net = 0;
-    for (const char *s = text; *s;) {
-        const char *e = strchr(s, '\n');
-        size_t ll = e ? (size_t)(e - s) + 1 : strlen(s);
-        const char *k = s;
-        while (k < s + ll && (*k == ' ' || *k == '\t')) k++;
-        int done = 0;
-        if (*k == '[') {
-            in_net = strncmp(k, "[net]", 5) == 0 || strncmp(k, "[network]", 9) == 0;
-        } else if (in_net) {
-            for (int i = 0; i < 4 && !done; i++) {
-                size_t kl = strlen(keys[i]);
-                const char *q = k + kl;
-                while (*q == ' ' || *q == '\t') q++;
-                if (strncmp(k, keys[i], kl) == 0 && *q == '=' && n + 64 < cap) {
-                    n += (size_t)snprintf(out + n, cap - n, "%s=%lld\n", keys[i], vals[i]);
-                    done = 1;
-                }
-            }
-        }
-        if (!done) {
-            if (n + ll + 1 > cap) {
-                cap = 2 * (n + ll + 1);
-                char *nb = realloc(out, cap);
-                if (!nb) {
-                    free(out);
-                    return ASPEN_ENOMEM;
-                }
-                out = nb;
-            }
-            memcpy(out + n, s, ll);
-            n += ll;
-        }
-        s += ll;
-    }
-    aspen_model *nm = NULL;
-    aspen_status st = aspen_model_parse(out, n, path, &nm);
-    free(out);
-    if (st != ASPEN_OK) return st;
-    aspen_model_free(*m);
-    *m = nm;
-    return ASPEN_OK;
-}
-
 /* The model as the trainer (train) or the inference engine compiles it. */
 static aspen_status build(const aspen_model *m, aspen_graph *g, int64_t batch, int train)
 {
@@ -160,7 +106,8 @@ static aspen_status build(const aspen_model *m, aspen_graph *g, int64_t batch, i
 /* Compile g for `threads` and count its vertices and edges (defined at the
  * top). vert[i] gets the vertices of graph node i: program nodes are matched
  * to graph nodes by op and first output (updates, which have none: by the
- * parameter they update), since the schedule moves updates. */
+ * parameter they update), since the schedule moves updates; ops the compiler
+ * adds count for their layer and phase. */
 static aspen_status count_vertices(const aspen_graph *g, int threads, int *vert,
                                    int64_t *vertices, int64_t *edges, aspen_plan_stats *ps)
 {
@@ -193,8 +140,14 @@ static aspen_status count_vertices(const aspen_graph *g, int threads, int *vert,
         *edges += (int64_t)pi.vertices * (pi.n_in + pi.n_out);
         aspen_tensor key = pi.n_out > 0 ? pi.out[0] : pi.n_in > 0 ? pi.in[0] : -1;
         int gn = key < 0 || key >= nt ? -1 : pi.n_out > 0 ? by_out[key] : by_in[key];
-        if (gn >= 0 && aspen_graph_node_info(g, gn, &gi) == ASPEN_OK && strcmp(gi.op, pi.op) == 0)
-            vert[gn] += pi.vertices;
+        if (gn >= 0 && (aspen_graph_node_info(g, gn, &gi) != ASPEN_OK || strcmp(gi.op, pi.op) != 0))
+            gn = -1;
+        /* an op the compiler made (fused, recomputed): the layer's first op of that phase */
+        for (int k = 0; gn < 0 && k < nn; k++)
+            if (aspen_graph_node_info(g, k, &gi) == ASPEN_OK && gi.phase == pi.phase &&
+                strcmp(gi.layer, pi.layer) == 0)
+                gn = k;
+        if (gn >= 0) vert[gn] += pi.vertices;
     }
     free(by_out);
     aspen_program_free(p);
@@ -361,7 +314,7 @@ int cmd_graph(int argc, char **argv)
         threads = n < 1 ? 1 : n > 1024 ? 1024 : (int)n;
     }
     aspen_status st = aspen_model_load(a.pos[0], &m);
-    if (st == ASPEN_OK && input) st = with_input(&m, a.pos[0], chw);
+    if (st == ASPEN_OK && input) st = aspen_model_set_input(m, chw[0], chw[1], chw[2]);
     if (st != ASPEN_OK) {
         rc = cli_fail(st);
         goto done;

@@ -74,7 +74,11 @@ static void run_one(tally *t, const char *dir)
     char ops[256];
     snprintf(ops, sizeof(ops), "%s", r.op_types[0] ? r.op_types : "(none)");
     for (char *s = strtok(ops, ","); s; s = strtok(NULL, ",")) count_op(t, s, r.outcome);
-    if (t->verbose || r.outcome == ASPEN_ONNX_FAIL)
+    if (t->verbose && r.outcome == ASPEN_ONNX_PASS)
+        printf("%-11s %s (max abs err %.3g)\n", names[r.outcome], dir, r.max_abs_err);
+    else if (r.outcome == ASPEN_ONNX_FAIL)
+        printf("%-11s %s: %s (max abs err %.3g)\n", names[r.outcome], dir, r.message, r.max_abs_err);
+    else if (t->verbose)
         printf("%-11s %s%s%s\n", names[r.outcome], dir, r.message[0] ? ": " : "", r.message);
 }
 

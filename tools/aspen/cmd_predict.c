@@ -9,7 +9,7 @@
 #include "cli.h"
 
 const char usage_predict[] =
-    "usage: aspen predict CHECKPOINT IMAGE... [options]\n"
+    "usage: aspen predict CHECKPOINT|MODEL.onnx IMAGE... [options]\n"
     "\n"
     "Classify PNG or PGM images (any size; converted to the model's input size and\n"
     "channels, inverted when the background is light) with a trained checkpoint.\n"
@@ -34,6 +34,7 @@ int cmd_predict(int argc, char **argv)
     char *meta_text = NULL;
     cJSON *meta = NULL, *out = NULL;
     float *images = NULL, *probs = NULL;
+    int *order = NULL;
     if (a.help) {
         fputs(usage_predict, stdout);
         goto done;
@@ -42,7 +43,16 @@ int cmd_predict(int argc, char **argv)
         rc = cli_usage_error("predict", "expected a CHECKPOINT and at least one IMAGE");
         goto done;
     }
-    aspen_status st = aspen_checkpoint_load(a.pos[0], &m, &store, &meta_text);
+    size_t plen = strlen(a.pos[0]);
+    aspen_status st;
+    if (plen > 5 && strcmp(a.pos[0] + plen - 5, ".onnx") == 0) {
+        /* an ONNX model brings its own weights */
+        st = aspen_model_load(a.pos[0], &m);
+        if (st == ASPEN_OK && !(store = aspen_store_new(1))) st = ASPEN_ENOMEM;
+        if (st == ASPEN_OK) st = aspen_model_init_store(m, store);
+    } else {
+        st = aspen_checkpoint_load(a.pos[0], &m, &store, &meta_text);
+    }
     if (st != ASPEN_OK) {
         rc = cli_fail(st);
         goto done;
@@ -64,9 +74,23 @@ int cmd_predict(int argc, char **argv)
             goto done;
         }
     }
+    /* the number of classes, from the model's graph */
     int classes = 0;
-    probs = calloc((size_t)n * 4096, sizeof(float));
-    st = probs ? aspen_predict(m, store, images, n, threads, probs, &classes) : ASPEN_ENOMEM;
+    aspen_graph *g = aspen_graph_new();
+    aspen_model_io io;
+    st = g ? aspen_model_build(m, g, 1, 0, &io) : ASPEN_ENOMEM;
+    classes = st == ASPEN_OK ? io.classes : 0;
+    aspen_graph_free(g);
+    if (st == ASPEN_OK && classes < 1) {
+        fprintf(stderr, "aspen: %s: model '%s' is not a classifier (no class scores)\n",
+                a.pos[0], aspen_model_name(m));
+        rc = 1;
+        goto done;
+    }
+    if (st == ASPEN_OK && !(probs = calloc((size_t)n * (size_t)classes, sizeof(float))))
+        st = ASPEN_ENOMEM;
+    if (st == ASPEN_OK && !(order = malloc((size_t)classes * sizeof(int)))) st = ASPEN_ENOMEM;
+    if (st == ASPEN_OK) st = aspen_predict(m, store, images, n, threads, probs, &classes);
     if (st != ASPEN_OK) {
         rc = cli_fail(st);
         goto done;
@@ -76,7 +100,6 @@ int cmd_predict(int argc, char **argv)
     cJSON *preds = cJSON_AddArrayToObject(out, "predictions");
     for (int i = 0; i < n; i++) {
         const float *p = probs + (size_t)i * (size_t)classes;
-        int order[4096];
         for (int j = 0; j < classes; j++) order[j] = j;
         for (int j = 0; j < top; j++)
             for (int k = j + 1; k < classes; k++)
@@ -124,6 +147,7 @@ done:
     free(meta_text);
     free(images);
     free(probs);
+    free(order);
     free(a.pos);
     aspen_store_free(store);
     aspen_model_free(m);

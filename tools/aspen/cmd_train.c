@@ -11,9 +11,10 @@
 #include "cli.h"
 
 const char usage_train[] =
-    "usage: aspen train MODEL.cfg --data D [options]\n"
+    "usage: aspen train MODEL --data D [options]\n"
     "\n"
-    "Train MODEL on the training split of D, evaluating on its test split after\n"
+    "Train MODEL (a .cfg file, or an .onnx file to fine-tune) on the training split\n"
+    "of D, evaluating on its test split after\n"
     "every epoch. D is fashion-mnist, mnist (run 'make data' first) or a directory\n"
     "of IDX files.\n"
     "\n"
@@ -153,6 +154,7 @@ int cmd_train(int argc, char **argv)
     if (st == ASPEN_OK) st = aspen_dataset_load(data, 1, &train);
     if (st == ASPEN_OK) st = aspen_dataset_load(data, 0, &test);
     if (st == ASPEN_OK && !(store = aspen_store_new(seed))) st = ASPEN_ENOMEM;
+    if (st == ASPEN_OK) st = aspen_model_init_store(m, store); /* an ONNX file's weights */
     if (st != ASPEN_OK) {
         rc = cli_fail(st);
         goto done;

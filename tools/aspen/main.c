@@ -15,6 +15,7 @@ static const cli_command commands[] = {
     {"graph", "draw a model's computation graph (Graphviz), count its vertices", usage_graph, cmd_graph},
     {"bench", "time forward passes or training steps on synthetic input", usage_bench, cmd_bench},
     {"onnx-test", "run ONNX backend test cases, pass/fail per op type", usage_onnx_test, cmd_onnx_test},
+    {"export", "write a checkpoint's model as an ONNX file", usage_export, cmd_export},
 };
 
 static void usage(FILE *f)

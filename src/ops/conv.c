@@ -436,3 +436,22 @@ void asp_conv2d_bwd_weight_forward(const asp_kctx *k)
         if (m0 < m1) bwd_weight_block(k, &c, gi, m0 - gi * c.Mg, m1 - gi * c.Mg, 0, c.Cg);
     }
 }
+
+/* The backward GEMMs do as many multiply-accumulates as the forward one. */
+static double geom_macs(const conv_geom *c)
+{
+    return (double)c->N * (double)c->M * (double)c->P * (double)(c->Cg * c->KK);
+}
+
+double asp_conv2d_bwd_data_macs(const asp_tensor *t, const asp_node *n)
+{
+    asp_tensor x = x_desc(n);
+    conv_geom c = geom(&x, &t[n->in[1]], &n->a.sh.conv);
+    return geom_macs(&c);
+}
+
+double asp_conv2d_bwd_weight_macs(const asp_tensor *t, const asp_node *n)
+{
+    conv_geom c = bwd_weight_geom(t, n);
+    return geom_macs(&c);
+}

@@ -112,6 +112,13 @@ double asp_dense_macs(const asp_tensor *t, const asp_node *n)
     return (double)x->shape[0] * (double)w->shape[0] * (double)w->shape[1];
 }
 
+/* Backward GEMMs: dx = dy W and dW = dy^T x, each N*M*K multiply-accumulates. */
+double asp_dense_bwd_macs(const asp_tensor *t, const asp_node *n)
+{
+    const asp_tensor *dy = &t[n->in[0]], *other = &t[n->in[1]];
+    return (double)dy->shape[0] * (double)dy->shape[1] * (double)other->shape[1];
+}
+
 /* db (C) = sum of dy (N, C, ...) over every axis but 1; vertices split C.
  * A plane is summed in 16 interleaved partial sums (lane j takes elements
  * j, j+16, ...), folded in a fixed order: vectorisable, independent of the

@@ -15,6 +15,7 @@
 
 /* dense.c */
 INFER(asp_dense_infer) FWD(asp_dense_forward) BWD(asp_dense_backward) VERT(asp_dense_vertices)
+MACS(asp_dense_bwd_macs) MACS(asp_conv2d_bwd_data_macs) MACS(asp_conv2d_bwd_weight_macs)
 MACS(asp_dense_macs) INFER(asp_dense_bwd_data_infer) FWD(asp_dense_bwd_data_forward)
 INFER(asp_dense_bwd_weight_infer) FWD(asp_dense_bwd_weight_forward)
 INFER(asp_bias_grad_infer) VERT(asp_bias_grad_vertices) FWD(asp_bias_grad_forward)

@@ -34,6 +34,9 @@ const char usage_bench[] =
     "  --steps N        timed steps (default 10)\n"
     "  --warmup W       untimed steps first (default 2)\n"
     "  --input CxHxW    input size instead of the model's [net] (e.g. 3x256x256)\n"
+    "  --recompute P    none, norm, auto or all (with --train; see aspen plan)\n"
+    "  --memory SIZE    memory budget for the plan (e.g. 2GiB)\n"
+    "  --micro-batch M  a step runs the batch as M pieces, accumulating gradients\n"
     "  --json           last line of output: one JSON object with the figures\n";
 
 static double now(void)
@@ -66,54 +69,6 @@ static int parse_chw(const char *s, int *c, int *h, int *w)
     return *c < 1 || *h < 1 || *w < 1 || *c > 65536 || *h > 65536 || *w > 65536 ? -1 : 0;
 }
 
-/* The model text with [net]'s channels/height/width (and inputs, if present)
- * replaced; malloc'd, NULL when out of memory. Other sections are copied. */
-static char *retarget_text(const char *text, int c, int h, int w)
-{
-    size_t len = strlen(text);
-    char *out = malloc(len + 256);
-    if (!out) return NULL;
-    size_t o = 0;
-    int in_net = 0, done = 0;
-    const char *p = text;
-    while (*p) {
-        const char *eol = strchr(p, '\n');
-        size_t n = eol ? (size_t)(eol - p + 1) : strlen(p);
-        const char *q = p;
-        while (q < p + n && (*q == ' ' || *q == '\t')) q++;
-        if (*q == '[') {
-            if (in_net && !done) {
-                o += (size_t)sprintf(out + o, "channels=%d\nheight=%d\nwidth=%d\n", c, h, w);
-                done = 1;
-            }
-            in_net = strncmp(q, "[net]", 5) == 0 || strncmp(q, "[network]", 9) == 0;
-        } else if (in_net) {
-            static const char *const keys[] = {"channels", "height", "width", "inputs"};
-            int skip = 0;
-            for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
-                size_t kl = strlen(keys[k]);
-                if (strncmp(q, keys[k], kl) != 0) continue;
-                const char *r = q + kl;
-                while (*r == ' ' || *r == '\t') r++;
-                if (*r == '=') skip = 1;
-            }
-            if (skip) {
-                p += n;
-                continue;
-            }
-        }
-        memcpy(out + o, p, n);
-        o += n;
-        p += n;
-    }
-    if (in_net && !done) {
-        if (o && out[o - 1] != '\n') out[o++] = '\n';
-        o += (size_t)sprintf(out + o, "channels=%d\nheight=%d\nwidth=%d\n", c, h, w);
-    }
-    out[o] = 0;
-    return out;
-}
-
 typedef struct {
     aspen_program *prog;
     aspen_engine *eng;
@@ -122,29 +77,25 @@ typedef struct {
 } bench_session;
 
 static aspen_status bench_build(const aspen_model *m, aspen_store *store, int batch, int train,
-                                int threads, bench_session *b)
+                                int micro, const aspen_compile_opts *co, bench_session *b)
 {
     aspen_graph *g = aspen_graph_new();
     if (!g) return ASPEN_ENOMEM;
     aspen_model_io io;
     memset(&io, 0, sizeof(io));
-    aspen_status st = aspen_model_build(m, g, batch, train, &io);
+    aspen_status st;
     b->labels = ASPEN_NONE;
-    if (st == ASPEN_OK && train) {
-        int64_t nb[1] = {batch};
-        b->labels = aspen_input(g, "labels", ASPEN_I32, 1, nb);
-        aspen_tensor loss = aspen_softmax_cross_entropy(g, io.logits, b->labels);
-        aspen_optimizer opt = {.kind = ASPEN_OPT_SGD, .momentum = 0.9f};
-        st = aspen_graph_output(g, loss);
-        if (st == ASPEN_OK) st = aspen_graph_backward(g, loss);
-        if (st == ASPEN_OK) st = aspen_graph_optimizer(g, &opt);
-    } else if (st == ASPEN_OK) {
-        st = aspen_graph_output(g, io.probs != ASPEN_NONE ? io.probs : io.logits);
+    if (train) {
+        aspen_optimizer opt = {.kind = ASPEN_OPT_SGD, .momentum = 0.9f, .accumulate = micro};
+        aspen_tensor loss;
+        st = aspen_model_build_train(m, g, batch / micro, &opt, &io, &b->labels, &loss);
+    } else {
+        st = aspen_model_build(m, g, batch, 0, &io);
+        if (st == ASPEN_OK) st = aspen_graph_output(g, io.probs != ASPEN_NONE ? io.probs : io.logits);
     }
-    aspen_compile_opts co = {.threads = threads};
-    if (st == ASPEN_OK) st = aspen_compile(g, &co, &b->prog);
+    if (st == ASPEN_OK) st = aspen_compile(g, co, &b->prog);
     aspen_graph_free(g);
-    if (st == ASPEN_OK) st = aspen_engine_new(b->prog, store, threads, &b->eng);
+    if (st == ASPEN_OK) st = aspen_engine_new(b->prog, store, co->threads, &b->eng);
     b->input = io.input;
     b->classes = io.classes;
     return st;
@@ -152,8 +103,10 @@ static aspen_status bench_build(const aspen_model *m, aspen_store *store, int ba
 
 int cmd_bench(int argc, char **argv)
 {
-    int batch = 1, train = 0, threads = 0, steps = 10, warmup = 2, json = 0;
-    const char *input = NULL;
+    int batch = 1, train = 0, threads = 0, steps = 10, warmup = 2, json = 0, micro = 1;
+    const char *input = NULL, *recompute = "none";
+    aspen_compile_opts co;
+    memset(&co, 0, sizeof(co));
     cli_opt opts[] = {
         {"batch", OPT_INT, &batch, 1, 1 << 20, 0},
         {"train", OPT_FLAG, &train, 0, 0, 0},
@@ -161,6 +114,9 @@ int cmd_bench(int argc, char **argv)
         {"steps", OPT_INT, &steps, 1, 1 << 20, 0},
         {"warmup", OPT_INT, &warmup, 0, 1 << 20, 0},
         {"input", OPT_STR, &input, 0, 0, 0},
+        {"recompute", OPT_STR, &recompute, 0, 0, 0},
+        {"memory", OPT_SIZE, &co.memory_budget, 0, 0, 0},
+        {"micro-batch", OPT_INT, &micro, 1, 65536, 0},
         {"json", OPT_FLAG, &json, 0, 0, 0},
     };
     cli_args a;
@@ -171,7 +127,6 @@ int cmd_bench(int argc, char **argv)
     bench_session b;
     memset(&b, 0, sizeof(b));
     double *times = NULL;
-    char *text = NULL;
     if (a.help) {
         fputs(usage_bench, stdout);
         goto done;
@@ -185,18 +140,27 @@ int cmd_bench(int argc, char **argv)
         rc = cli_usage_error("bench", "--input: expected CxHxW (e.g. 3x224x224), got '%s'", input);
         goto done;
     }
-    aspen_status st = aspen_model_load(a.pos[0], &m);
-    if (st == ASPEN_OK && input) {
-        text = retarget_text(aspen_model_text(m), ic, ih, iw);
-        aspen_model *m2 = NULL;
-        st = text ? aspen_model_parse(text, strlen(text), a.pos[0], &m2) : ASPEN_ENOMEM;
-        aspen_model_free(m);
-        m = m2;
+    if (cli_parse_recompute(recompute, &co.recompute)) {
+        rc = cli_usage_error("bench", "--recompute: expected none, norm, auto or all, got '%s'",
+                             recompute);
+        goto done;
     }
+    if ((co.recompute || micro > 1) && !train) {
+        rc = cli_usage_error("bench", "--recompute and --micro-batch need --train");
+        goto done;
+    }
+    if (batch % micro) {
+        rc = cli_usage_error("bench", "--micro-batch %d does not divide --batch %d", micro, batch);
+        goto done;
+    }
+    co.threads = threads;
+    aspen_status st = aspen_model_load(a.pos[0], &m);
+    if (st == ASPEN_OK && input) st = aspen_model_set_input(m, ic, ih, iw);
     store = st == ASPEN_OK ? aspen_store_new(1) : NULL;
     if (st == ASPEN_OK && !store) st = ASPEN_ENOMEM;
+    if (st == ASPEN_OK) st = aspen_model_init_store(m, store);
     double t_build = now();
-    if (st == ASPEN_OK) st = bench_build(m, store, batch, train, threads, &b);
+    if (st == ASPEN_OK) st = bench_build(m, store, batch, train, micro, &co, &b);
     t_build = now() - t_build;
     times = calloc((size_t)steps, sizeof(double));
     if (st == ASPEN_OK && !times) st = ASPEN_ENOMEM;
@@ -208,17 +172,18 @@ int cmd_bench(int argc, char **argv)
     aspen_model_input(m, &c, &h, &w);
     uint64_t seed = 0x9e3779b97f4a7c15ull;
     float *x = aspen_engine_data(b.eng, b.input);
-    int64_t nx = (int64_t)batch * c * h * w;
+    int64_t nx = (int64_t)(batch / micro) * c * h * w;
     for (int64_t i = 0; i < nx; i++) x[i] = (float)(rng_next(&seed) >> 40) * (1.0f / 16777216.0f);
-    if (train) {
-        int32_t *lab = aspen_engine_data(b.eng, b.labels);
-        for (int i = 0; i < batch; i++) lab[i] = (int32_t)(rng_next(&seed) % (uint64_t)b.classes);
-    }
+    int32_t *lab = train ? aspen_engine_data(b.eng, b.labels) : NULL;
+    for (int i = 0; lab && i < batch / micro; i++)
+        lab[i] = (int32_t)(rng_next(&seed) % (uint64_t)b.classes);
     aspen_step s = {0.001f, 0};
     for (int i = 0; i < warmup + steps && st == ASPEN_OK; i++) {
-        s.step = i + 1;
         double t0 = now();
-        st = aspen_engine_run(b.eng, &s);
+        for (int q = 0; q < micro && st == ASPEN_OK; q++) {
+            s.step++;
+            st = aspen_engine_run(b.eng, &s);
+        }
         if (i >= warmup) times[i - warmup] = now() - t0;
     }
     if (st != ASPEN_OK) {
@@ -254,6 +219,8 @@ int cmd_bench(int argc, char **argv)
         cJSON_AddNumberToObject(o, "images_per_second", (double)batch / med);
         cJSON_AddNumberToObject(o, "arena_bytes", (double)ps.arena_bytes);
         cJSON_AddNumberToObject(o, "persistent_bytes", (double)ps.persistent_bytes);
+        cJSON_AddNumberToObject(o, "peak_bytes", (double)ps.peak_bytes);
+        cJSON_AddNumberToObject(o, "micro_batch", micro);
         char *js = cJSON_PrintUnformatted(o);
         printf("%s\n", js);
         free(js);
@@ -265,7 +232,6 @@ done:
     aspen_store_free(store);
     aspen_model_free(m);
     free(times);
-    free(text);
     free(a.pos);
     return rc;
 }

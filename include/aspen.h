@@ -426,6 +426,31 @@ typedef struct {
 typedef void (*aspen_progress_fn)(void *user, const aspen_epoch_stats *st,
                                   int64_t batch_done, int64_t batches, int epoch_done);
 
+/* Where a training run stands, always at a batch boundary. Together with the
+ * store (parameters, optimizer state, batch-norm running statistics) it is all
+ * a run needs to go on exactly as if it had never stopped: the shuffle of an
+ * epoch comes from (seed, epoch), dropout masks from (seed, step), and the
+ * options are the caller's to keep. Resuming from a state and its store with
+ * the same options and data reproduces the uninterrupted run's losses and
+ * weights bit for bit. */
+typedef struct {
+    int epoch;                /* epochs completed = 0-based index of the epoch in progress */
+    int64_t batch;            /* batches of that epoch completed */
+    int64_t step;             /* engine runs so far: the aspen_step.step of the last one
+                                 (batches x micro-batch pieces) */
+    double loss_sum;          /* sum of the completed batches' losses in this epoch */
+    int64_t correct;          /* this epoch's training images classified correctly so far */
+    double seconds;           /* training time of this epoch so far */
+    aspen_epoch_stats last;   /* figures of the last completed epoch (epoch 0 if none) */
+} aspen_train_state;
+
+/* Called with the store consistent with *st (a batch boundary): every
+ * checkpoint_every batches, and after each epoch (after its evaluation and
+ * progress call). The usual body is aspen_checkpoint_save plus *st in the
+ * meta; the library keeps no files itself. A status other than ASPEN_OK stops
+ * training and is returned by aspen_train. */
+typedef aspen_status (*aspen_checkpoint_fn)(void *user, const aspen_train_state *st);
+
 typedef struct {
     int epochs;               /* 1 */
     int batch;                /* 64 */
@@ -444,16 +469,35 @@ typedef struct {
     size_t memory_budget;     /* bytes (0: none) */
     int micro_batch;          /* > 1: run each batch as this many pieces (batch-norm
                                  statistics per piece), gradients accumulated */
+    const aspen_train_state *resume; /* not NULL: continue that run (EINVAL if it does not
+                                 fit batch/limit/micro_batch); the store must hold what
+                                 was saved with it. epochs may exceed the run's */
+    int64_t checkpoint_every; /* > 0: call checkpoint every this many batches */
+    aspen_checkpoint_fn checkpoint; /* NULL: none; gets `user` */
 } aspen_train_opts;
 
 void aspen_train_opts_default(aspen_train_opts *o);
 /* Learning rate at the start of `epoch` (0-based) under o's schedule. */
 float aspen_train_lr(const aspen_train_opts *o, int epoch);
-/* Train m's parameters in `store`; test may be NULL. *last gets the last epoch's figures. */
+/* Train m's parameters in `store`; test may be NULL. *last gets the last epoch's figures.
+ *
+ * Numerical guard: the loss is checked after every run of the training program
+ * and, after every batch, each persistent tensor the forward pass reads
+ * (parameters, running statistics). A NaN or Inf stops training with
+ * ASPEN_ENUMERIC and a message naming the step and the first layer where a
+ * non-finite value appeared. To find it, the store is rolled back to a copy
+ * (taken at the start of each epoch and after each checkpoint callback: one
+ * more store's worth of memory), the batches since are replayed (training is
+ * deterministic), and the failing batch runs on a program that keeps every
+ * tensor, scanned in schedule order. The store then holds the values from
+ * before the failing batch. A store that already holds a non-finite parameter
+ * is refused before training starts. */
 aspen_status aspen_train(const aspen_model *m, aspen_store *store, const aspen_dataset *train,
                          const aspen_dataset *test, const aspen_train_opts *o,
                          aspen_epoch_stats *last);
-/* Inference over a data set: mean loss and accuracy. */
+/* Inference over a data set: mean loss and accuracy. This and aspen_predict
+ * refuse (ASPEN_ENUMERIC, naming the tensor and element) a store whose
+ * parameters or running statistics hold a NaN or Inf. */
 aspen_status aspen_evaluate(const aspen_model *m, aspen_store *store, const aspen_dataset *d,
                             int batch, int threads, double *loss, double *accuracy);
 /* probs (n, classes) for n images (n, c, h, w). */

@@ -9,7 +9,8 @@ set -euo pipefail
 
 pkgs=(build-essential zlib1g-dev libpng-dev libcjson-dev dataset-fashion-mnist
       nodejs npm graphviz libprotobuf-c-dev protobuf-c-compiler libonnx-dev
-      libonnx-testdata python3-onnx)
+      libonnx-testdata
+      clang libclang-rt-14-dev)   # clang + libFuzzer: make fuzz, fuzz-ci (docs/hardening.md)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -137,3 +137,21 @@ TEST(train_rejects_bad_options)
     aspen_dataset_free(tr);
     aspen_model_free(m);
 }
+
+/* examples/api_mlp.c, the C API guide's example, builds and learns. */
+TEST(train_api_example_runs)
+{
+    char dir[512], out[4096];
+    snprintf(dir, sizeof(dir), "%s", asp_test_bin());
+    char *slash = strrchr(dir, '/');
+    CHECK(slash != NULL);
+    *slash = 0;
+    int rc = asp_test_sh(out, sizeof(out), "%s/api_mlp", dir);
+    CHECK_MSG(rc == 0, "api_mlp exited %d: %s", rc, out);
+    double first = 0, last = 0;
+    const char *p = strstr(out, "epoch 1: mean loss ");
+    CHECK(p && sscanf(p, "epoch 1: mean loss %lf", &first) == 1);
+    p = strstr(out, "epoch 5: mean loss ");
+    CHECK(p && sscanf(p, "epoch 5: mean loss %lf", &last) == 1);
+    CHECK_MSG(last < 0.6 * first, "loss %g -> %g", first, last);
+}

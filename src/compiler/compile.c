@@ -106,7 +106,7 @@ static void saved_activations(const aspen_graph *g, size_t *bytes, int *count)
 {
     *bytes = 0;
     *count = 0;
-    unsigned char *seen = calloc((size_t)g->nt, 1);
+    unsigned char *seen = asp_calloc((size_t)g->nt, 1);
     if (!seen) return;
     for (int s = 0; s < g->nn; s++) {
         if (g->n[s].phase == ASP_PHASE_FORWARD) continue;

@@ -24,7 +24,7 @@ static int fusable_producer(int op)
 
 void asp_pass_fuse_updates(aspen_program *p)
 {
-    int *readers = calloc((size_t)p->nt, sizeof(int));
+    int *readers = asp_calloc((size_t)p->nt, sizeof(int));
     if (!readers) return; /* an optimisation: without memory, skip it */
     for (int s = 0; s < p->nn; s++)
         for (int j = 0; j < p->n[s].n_in; j++) readers[p->n[s].in[j]]++;

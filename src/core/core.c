@@ -4,14 +4,24 @@
  * The RNG is xoshiro256** seeded through splitmix64; asp_hash64 is the
  * splitmix64 finaliser, used for counter-based streams (dropout masks,
  * per-tensor initialisation) so results never depend on call order or threads.
+ *
+ * Allocation-failure injection (docs/hardening.md): compiled only with
+ * -DASPEN_FAILALLOC (`make FAILALLOC=1`); normal builds have no counter and no
+ * branch. Every allocation through asp_malloc/calloc/realloc/alloc_aligned
+ * (asp_array and asp_strdup go through asp_malloc) takes a ticket from one
+ * atomic counter; the armed ticket fails as if the system were out of memory.
  */
 #include "core.h"
 
 #include <errno.h>
 #include <math.h>
+#ifdef ASPEN_FAILALLOC
+#include <stdatomic.h>
+#endif
 #include <stdarg.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static _Thread_local char asp_errbuf[1024];
@@ -55,8 +65,43 @@ bool asp_add_ok(size_t a, size_t b, size_t *out)
     return true;
 }
 
+#ifdef ASPEN_FAILALLOC
+static atomic_long fa_seen;  /* allocations since asp_failalloc_arm */
+static atomic_long fa_fail;  /* ticket that fails (0: none) */
+static atomic_int fa_sticky; /* 1: every ticket from fa_fail on fails */
+
+void asp_failalloc_arm(long nth, int sticky)
+{
+    atomic_store(&fa_fail, 0);
+    atomic_store(&fa_seen, 0);
+    atomic_store(&fa_sticky, sticky);
+    atomic_store(&fa_fail, nth);
+}
+
+long asp_failalloc_seen(void) { return atomic_load(&fa_seen); }
+
+static bool fa_inject(void)
+{
+    long fail = atomic_load(&fa_fail);
+    if (fail <= 0) return false;
+    long t = atomic_fetch_add(&fa_seen, 1) + 1;
+    return t == fail || (t > fail && atomic_load(&fa_sticky));
+}
+#define FA_INJECT(size)                                                            \
+    do {                                                                           \
+        if (fa_inject()) {                                                         \
+            asp_err(ASPEN_ENOMEM, "out of memory allocating %zu bytes (injected)", \
+                    (size_t)(size));                                               \
+            return NULL;                                                           \
+        }                                                                          \
+    } while (0)
+#else
+#define FA_INJECT(size) ((void)0)
+#endif
+
 void *asp_malloc(size_t n)
 {
+    FA_INJECT(n);
     void *p = malloc(n ? n : 1);
     if (!p) asp_err(ASPEN_ENOMEM, "out of memory allocating %zu bytes", n);
     return p;
@@ -69,6 +114,7 @@ void *asp_calloc(size_t n, size_t size)
         asp_err(ASPEN_ENOMEM, "allocation size overflows (%zu x %zu)", n, size);
         return NULL;
     }
+    FA_INJECT(total);
     void *p = calloc(total ? total : 1, 1);
     if (!p) asp_err(ASPEN_ENOMEM, "out of memory allocating %zu bytes", total);
     return p;
@@ -76,6 +122,7 @@ void *asp_calloc(size_t n, size_t size)
 
 void *asp_realloc(void *p, size_t n)
 {
+    FA_INJECT(n);
     void *q = realloc(p, n ? n : 1);
     if (!q) asp_err(ASPEN_ENOMEM, "out of memory allocating %zu bytes", n);
     return q;
@@ -99,6 +146,7 @@ void *asp_alloc_aligned(size_t n)
         return NULL;
     }
     rounded &= ~(size_t)63;
+    FA_INJECT(n);
     void *p = aligned_alloc(64, rounded ? rounded : 64);
     if (!p) asp_err(ASPEN_ENOMEM, "out of memory allocating %zu bytes", n);
     return p;
@@ -191,6 +239,11 @@ aspen_status asp_read_file(const char *path, char **data, size_t *len)
     *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return asp_err(ASPEN_EIO, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return asp_err(ASPEN_EIO, "%s: not a regular file", path);
+    }
     size_t cap = 1 << 16, n = 0;
     char *buf = asp_malloc(cap);
     if (!buf) {

@@ -46,6 +46,13 @@ void *asp_array(size_t n, size_t size);               /* malloc(n*size), checked
 void *asp_alloc_aligned(size_t n);
 void asp_free_aligned(void *p);
 char *asp_strdup(const char *s);
+#ifdef ASPEN_FAILALLOC
+/* Test builds only (core.c): from now on, the nth allocation (1-based) fails;
+ * sticky: every later one too. nth 0 disarms. seen: allocations since arming
+ * (counted only while armed). */
+void asp_failalloc_arm(long nth, int sticky);
+long asp_failalloc_seen(void);
+#endif
 /* a*b without overflow: false on overflow. */
 bool asp_mul_ok(size_t a, size_t b, size_t *out);
 bool asp_add_ok(size_t a, size_t b, size_t *out);

@@ -93,7 +93,12 @@ static aspen_status idx_read(const char *path, int ndim, uint32_t *dims, uint8_t
     uint8_t *buf = NULL;
     aspen_status st = gz_read(&f, head, hlen, &got);
     if (st) goto fail;
-    if (got < 4 || be32(head) != want) {
+    if (got < 4) {
+        st = asp_err(ASPEN_EFORMAT, "%s: %s (%zu of the %zu header bytes of an IDX %s file)",
+                     path, got ? "truncated header" : "empty file", got, hlen, what);
+        goto fail;
+    }
+    if (be32(head) != want) {
         uint32_t m = got >= 4 ? be32(head) : 0;
         if (got >= 4 && (m >> 16) == 0 && (m & 0xff) == (uint32_t)ndim && (m >> 8) != 0x08 &&
             ((m >> 8) == 0x09 || ((m >> 8) >= 0x0b && (m >> 8) <= 0x0e)))

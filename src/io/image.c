@@ -23,7 +23,9 @@
  *    becomes a light digit on a dark ground, like MNIST.
  *
  * Errors name the file: not a PNG/PGM, truncated, zero size, a side over
- * 16384 pixels (refused before any pixel buffer is allocated).
+ * 16384 pixels, a PNG too short for the size in its header (more than
+ * deflate's 1032:1 would give) - all refused before any pixel buffer is
+ * allocated.
  */
 #include <math.h>
 #include <png.h>
@@ -32,6 +34,7 @@
 #include "core/core.h"
 
 #define IMG_MAX_SIDE 16384
+#define IMG_DEFLATE_RATIO 1032u /* deflate's largest compression ratio */
 
 typedef struct {
     int w, h, ch;   /* ch: 1 or 3 */
@@ -73,6 +76,13 @@ static aspen_status load_png(const char *path, const unsigned char *data, size_t
         return st;
     }
     aspen_status st = check_size(path, pi.width, pi.height);
+    /* Each row holds a filter byte and at least width/8 bytes (1-bit grey),
+     * and deflate compresses at most 1032:1: refuse a file too short for the
+     * size its header claims before allocating the pixels. */
+    size_t raw_min = (size_t)pi.height * (1 + ((size_t)pi.width + 7) / 8);
+    if (!st && raw_min > len * IMG_DEFLATE_RATIO)
+        st = asp_err(ASPEN_EFORMAT, "%s: truncated PNG: a %ux%u image cannot fit in %zu bytes",
+                     path, (unsigned)pi.width, (unsigned)pi.height, len);
     if (st) {
         png_image_free(&pi);
         return st;
@@ -219,6 +229,8 @@ static void taps_free(taps *t)
     free(t->first);
     free(t->count);
     free(t->wt);
+    t->first = t->count = NULL;
+    t->wt = NULL;
 }
 
 static aspen_status taps_make(int src, int dst, taps *t)

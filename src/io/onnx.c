@@ -319,8 +319,12 @@ aspen_status asp_onnx_parse(const uint8_t *data, size_t len, const char *name, a
     asp_onnx_model *m = asp_calloc(1, sizeof(*m));
     if (!m) return asp_err(ASPEN_ENOMEM, "%s: out of memory", name);
     m->path = asp_strdup(name);
+    if (!m->path) {
+        asp_onnx_free(m);
+        return ASPEN_ENOMEM;
+    }
     m->proto = onnx__model_proto__unpack(NULL, len, data);
-    if (!m->path || !m->proto) {
+    if (!m->proto) {
         asp_onnx_free(m);
         return asp_err(ASPEN_EFORMAT, "%s: not a valid ONNX model (protobuf decoding failed: "
                        "truncated or corrupt)", name);
@@ -355,6 +359,12 @@ aspen_status ox_fail(ox_ctx *c, aspen_status st, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* A builder that ran out of memory makes later inputs look missing:
+     * report the cause. */
+    if (c->g && aspen_graph_status(c->g) == ASPEN_ENOMEM) {
+        st = ASPEN_ENOMEM;
+        snprintf(msg, sizeof(msg), "%s", aspen_graph_errmsg(c->g));
+    }
     const Onnx__NodeProto *n = c->node;
     if (!n) return asp_err(st, "%s: %s", c->m->path, msg);
     return asp_err(st, "%s: node '%s' (%s): %s", c->m->path, n->name ? n->name : "", n->op_type, msg);

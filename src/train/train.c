@@ -9,11 +9,26 @@
  * reduce in a fixed order. Same seed, data and thread count: the same losses,
  * bit for bit. The last incomplete batch of an epoch is dropped in training
  * (its images are used in other epochs), never in evaluation.
+ *
+ * Resume: because of that, where a run stands is a handful of counters
+ * (aspen_train_state: epoch, batch, step, the epoch's loss and accuracy sums)
+ * plus the store. The loop keeps them current and hands them, at batch
+ * boundaries, to the caller's checkpoint callback; a run started from a state
+ * and its store continues exactly (tests/test_resume.c kills and resumes).
+ *
+ * Numerical guard: every step checks the loss, and every batch the tensors
+ * the next forward pass reads. On a failure the message must name where the
+ * first non-finite value appeared, which the fused, memory-reusing program
+ * cannot tell. So a copy of the store is kept (taken at each epoch start and
+ * each checkpoint), the store is rolled back to it, the batches since are
+ * replayed, and the failing batch runs once more on a debug program in which
+ * every tensor is an output; its nodes are scanned in schedule order.
  */
 #include <math.h>
 #include <string.h>
 
-#include "core/core.h"
+#include "compiler/program.h"
+#include "ops/ops.h"
 
 typedef struct {
     aspen_program *prog;
@@ -70,6 +85,101 @@ static aspen_status infer_run(infer_session *s, const float *images, int64_t n, 
     if (st != ASPEN_OK) return st;
     memcpy(logits, aspen_engine_data(s->eng, s->logits), (size_t)(n * s->out_size) * sizeof(float));
     return ASPEN_OK;
+}
+
+/* ---------------------------------------------------------------- numerical guard */
+
+/* A persistent tensor the forward pass reads: checked after every batch. */
+typedef struct {
+    const char *name;
+    const float *data;
+    int64_t n;
+} guarded;
+
+/* Index of the first NaN or Inf in x[0..n), or -1. The fast path looks only
+ * at exponent bits, 16 floats at a time with integer operations the compiler
+ * vectorises: (bits & 0x7f800000) + 0x00800000 sets bit 31 exactly when the
+ * exponent is all ones. It is cheap beside a training step (one read of the
+ * parameters; the update itself reads and writes them several times). */
+static int64_t first_nonfinite(const float *x, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        uint32_t acc = 0;
+        for (int j = 0; j < 16; j++) {
+            uint32_t b;
+            memcpy(&b, x + i + j, sizeof(b));
+            acc |= (b & 0x7f800000u) + 0x00800000u;
+        }
+        if (acc & 0x80000000u) break;
+    }
+    for (; i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return -1;
+}
+
+/* The first guarded tensor holding a non-finite value (*element: where), or -1. */
+static int guard_find(const guarded *g, int n, int64_t *element)
+{
+    for (int i = 0; i < n; i++)
+        if ((*element = first_nonfinite(g[i].data, g[i].n)) >= 0) return i;
+    return -1;
+}
+
+static aspen_status nonfinite_error(const char *who, const guarded *g, int64_t element)
+{
+    return asp_err(ASPEN_ENUMERIC, "%s: tensor '%s' holds %s (element %lld of %lld)", who,
+                   g->name, isnan(g->data[element]) ? "NaN" : "Inf", (long long)element,
+                   (long long)g->n);
+}
+
+/* The persistent tensors (parameters, running statistics) that p's forward
+ * pass reads on engine e, each once, in schedule order. */
+static aspen_status guard_list(const aspen_program *p, aspen_engine *e, guarded **out, int *n)
+{
+    *out = asp_array((size_t)p->nt + 1, sizeof(guarded));
+    char *seen = asp_calloc((size_t)p->nt + 1, 1);
+    if (!*out || !seen) {
+        free(*out);
+        free(seen);
+        *out = NULL;
+        return ASPEN_ENOMEM;
+    }
+    int k = 0;
+    for (int s = 0; s < p->nn; s++) {
+        const asp_node *nd = &p->n[s];
+        if (nd->phase != ASP_PHASE_FORWARD && nd->phase != ASP_PHASE_RECOMPUTE) continue;
+        for (int j = 0; j < nd->n_in; j++) {
+            aspen_tensor id = nd->in[j];
+            if (seen[id] || p->place[id].storage != ASP_STORE_PERSISTENT) continue;
+            seen[id] = 1;
+            (*out)[k++] = (guarded){p->t[id].name, aspen_engine_data(e, id), asp_numel(&p->t[id])};
+        }
+    }
+    free(seen);
+    *n = k;
+    return ASPEN_OK;
+}
+
+/* ASPEN_ENUMERIC naming the first tensor of s's program that is not finite. */
+static aspen_status infer_check(const char *who, infer_session *s)
+{
+    guarded *g;
+    int n;
+    int64_t el;
+    aspen_status st = guard_list(s->prog, s->eng, &g, &n);
+    if (st != ASPEN_OK) return st;
+    int bad = guard_find(g, n, &el);
+    if (bad >= 0) st = nonfinite_error(who, &g[bad], el);
+    free(g);
+    return st;
+}
+
+static int64_t store_numel(const aspen_store *s, int i)
+{
+    int64_t n = 1;
+    for (int d = 0; d < aspen_store_ndim(s, i); d++) n *= aspen_store_shape(s, i)[d];
+    return n;
 }
 
 /* Mean cross-entropy and correct count of rows of logits against labels. */
@@ -138,7 +248,8 @@ aspen_status aspen_evaluate(const aspen_model *m, aspen_store *store, const aspe
     infer_session s;
     aspen_status st = infer_new(m, store, batch > 0 ? batch : 256, threads, &s);
     if (st != ASPEN_OK) return st;
-    st = check_data(m, d, s.classes);
+    st = infer_check("evaluate", &s);
+    if (st == ASPEN_OK) st = check_data(m, d, s.classes);
     if (st == ASPEN_OK) st = eval_with(&s, d, loss, accuracy);
     infer_free(&s);
     return st;
@@ -153,6 +264,7 @@ aspen_status aspen_predict(const aspen_model *m, aspen_store *store, const float
     infer_session s;
     aspen_status st = infer_new(m, store, batch, threads, &s);
     if (st != ASPEN_OK) return st;
+    st = infer_check("predict", &s);
     for (int64_t i = 0; i < n && st == ASPEN_OK; i += batch) {
         int64_t k = ASP_MIN(batch, n - i);
         float *out = probs + i * s.classes;
@@ -198,6 +310,8 @@ float aspen_train_lr(const aspen_train_opts *o, int epoch)
     }
 }
 
+/* ---------------------------------------------------------------- training */
+
 typedef struct {
     aspen_program *prog;
     aspen_engine *eng;
@@ -237,8 +351,11 @@ aspen_status aspen_model_build_train(const aspen_model *m, aspen_graph *g, int64
     return st;
 }
 
+/* The training program of o. keep_all (the numerical guard's debug re-run):
+ * every value a node produces is an output, so it survives the run and can be
+ * read back, and nothing is recomputed or fused away. */
 static aspen_status train_new(const aspen_model *m, aspen_store *store, const aspen_train_opts *o,
-                              train_session *t)
+                              int keep_all, train_session *t)
 {
     memset(t, 0, sizeof(*t));
     aspen_graph *g = aspen_graph_new();
@@ -248,14 +365,16 @@ static aspen_status train_new(const aspen_model *m, aspen_store *store, const as
     opt.accumulate = o->micro_batch > 1 ? o->micro_batch : 1;
     aspen_status st = aspen_model_build_train(m, g, o->batch / opt.accumulate, &opt, &io,
                                               &t->labels, &t->loss);
+    for (int i = 0; keep_all && st == ASPEN_OK && i < aspen_graph_tensor_count(g); i++)
+        if (aspen_tensor_kind_of(g, i) == ASPEN_TENSOR_ACTIVATION) st = aspen_graph_output(g, i);
     aspen_compile_opts co;
     memset(&co, 0, sizeof(co));
     co.threads = o->threads;
-    co.recompute = o->recompute;
-    co.memory_budget = o->memory_budget;
+    co.recompute = keep_all ? ASPEN_RECOMPUTE_NONE : o->recompute;
+    co.memory_budget = keep_all ? 0 : o->memory_budget;
     if (st == ASPEN_OK) st = aspen_compile(g, &co, &t->prog);
     aspen_graph_free(g);
-    if (st == ASPEN_OK && o->plan) aspen_program_stats(t->prog, o->plan);
+    if (st == ASPEN_OK && o->plan && !keep_all) aspen_program_stats(t->prog, o->plan);
     if (st == ASPEN_OK) st = aspen_engine_new(t->prog, store, o->threads, &t->eng);
     if (st != ASPEN_OK) {
         train_free(t);
@@ -265,6 +384,274 @@ static aspen_status train_new(const aspen_model *m, aspen_store *store, const as
     t->logits = io.logits;
     t->classes = io.classes;
     return ASPEN_OK;
+}
+
+/* A run of training: the program, the data order of the epoch in progress,
+ * the guarded tensors and the snapshot the numerical guard rolls back to. */
+typedef struct {
+    const aspen_model *m;
+    aspen_store *store;
+    const aspen_dataset *data;
+    const aspen_train_opts *o;
+    train_session t;
+    int64_t n, batches, isz, piece; /* images used, batches per epoch, image size, piece size */
+    int pieces;
+    int64_t *perm;                   /* the epoch's order */
+    guarded *guard;                  /* what the next forward pass reads */
+    int nguard;
+    float *snap;                     /* the first nsnap store entries, back to back */
+    int nsnap;                       /* entries when training started (later ones are
+                                        not the training program's) */
+    size_t snap_bytes;
+    aspen_train_state snap_state;    /* where the snapshot was taken */
+    int snapped;                     /* a snapshot was taken */
+} trainer;
+
+/* What made a batch fail the guard (the message is written after the re-run). */
+typedef struct {
+    int64_t step;       /* the engine run after which it was seen */
+    double loss;        /* its loss, if that was non-finite */
+    int g;              /* else: index into trainer.guard */
+    int64_t element;
+} nonfinite;
+
+static void shuffle(trainer *tr, int epoch)
+{
+    asp_rng r;
+    asp_rng_seed(&r, asp_hash64(tr->o->seed) ^ asp_hash64(0x5eed0000ull + (uint64_t)epoch));
+    int64_t *perm = tr->perm;
+    for (int64_t i = 0; i < tr->n; i++) perm[i] = i;
+    for (int64_t i = tr->n - 1; i > 0; i--) {
+        int64_t j = (int64_t)asp_rng_below(&r, (uint64_t)i + 1), tmp = perm[i];
+        perm[i] = perm[j];
+        perm[j] = tmp;
+    }
+}
+
+/* Copy piece q of batch b of the epoch's order into an engine's input buffers. */
+static void fill_piece(const trainer *tr, int64_t b, int q, float *in, int32_t *lab)
+{
+    const aspen_dataset *d = tr->data;
+    for (int64_t i = 0; i < tr->piece; i++) {
+        int64_t src = tr->perm[b * tr->o->batch + q * tr->piece + i];
+        memcpy(in + i * tr->isz, d->x + src * tr->isz, (size_t)tr->isz * sizeof(float));
+        if (lab) lab[i] = d->y[src];
+    }
+}
+
+/* Batch ts->batch of the current epoch on the training engine; ts moves past
+ * it. ASPEN_ENUMERIC (no message yet) with *bad when the loss or a guarded
+ * tensor is not finite afterwards; ts is then partly advanced. */
+static aspen_status run_batch(trainer *tr, aspen_train_state *ts, float lr, nonfinite *bad)
+{
+    train_session *t = &tr->t;
+    float *in = aspen_engine_data(t->eng, t->input);
+    int32_t *lab = aspen_engine_data(t->eng, t->labels);
+    const float *logits = aspen_engine_data(t->eng, t->logits);
+    const float *lossp = aspen_engine_data(t->eng, t->loss);
+    double batch_loss = 0.0;
+    for (int q = 0; q < tr->pieces; q++) {
+        fill_piece(tr, ts->batch, q, in, lab);
+        aspen_step s = {lr, ++ts->step};
+        aspen_status st = aspen_engine_run(t->eng, &s);
+        if (st != ASPEN_OK) return st;
+        if (!isfinite(*lossp)) {
+            *bad = (nonfinite){ts->step, *lossp, -1, 0};
+            return ASPEN_ENUMERIC;
+        }
+        batch_loss += *lossp;
+        for (int64_t i = 0; lab && i < tr->piece; i++) {
+            const float *row = logits + i * t->classes;
+            int best = 0;
+            for (int j = 1; j < t->classes; j++)
+                if (row[j] > row[best]) best = j;
+            ts->correct += best == lab[i];
+        }
+    }
+    int64_t el;
+    int g = guard_find(tr->guard, tr->nguard, &el);
+    if (g >= 0) {
+        *bad = (nonfinite){ts->step, 0.0, g, el};
+        return ASPEN_ENUMERIC;
+    }
+    ts->loss_sum += batch_loss / tr->pieces;
+    ts->batch++;
+    return ASPEN_OK;
+}
+
+static void snapshot(trainer *tr, const aspen_train_state *ts, int restore)
+{
+    char *at = (char *)tr->snap;
+    for (int i = 0; i < tr->nsnap; i++) {
+        size_t bytes = (size_t)store_numel(tr->store, i) * sizeof(float);
+        float *d = aspen_store_data(tr->store, i);
+        if (restore) memcpy(d, at, bytes);
+        else memcpy(at, d, bytes);
+        at += bytes;
+    }
+    if (!restore) {
+        tr->snap_state = *ts;
+        tr->snapped = 1;
+    }
+}
+
+static const char *phase_name(aspen_phase ph)
+{
+    switch (ph) {
+    case ASPEN_PHASE_FORWARD: return "forward";
+    case ASPEN_PHASE_BACKWARD: return "backward";
+    case ASPEN_PHASE_UPDATE: return "update";
+    default: return "recompute";
+    }
+}
+
+/* The first value of program p (engine e, which kept every tensor) that is
+ * not finite, in schedule order: a node's outputs, then the persistent tensors
+ * it writes in place (updates, running statistics). Writes where it is into
+ * `where`; returns 0 if everything is finite. */
+static int first_bad_value(const aspen_program *p, aspen_engine *e, char *where, size_t cap)
+{
+    for (int s = 0; s < p->nn; s++) {
+        const asp_node *nd = &p->n[s];
+        int mutates = (asp_ops[nd->op].flags & ASP_OPF_MUTATES) != 0;
+        for (int k = 0; k < nd->n_out + (mutates ? nd->n_in : 0); k++) {
+            aspen_tensor id = k < nd->n_out ? nd->out[k] : nd->in[k - nd->n_out];
+            const asp_tensor *t = &p->t[id];
+            if (k >= nd->n_out && p->place[id].storage != ASP_STORE_PERSISTENT) continue;
+            const float *d = t->dtype == ASPEN_F32 ? aspen_engine_data(e, id) : NULL;
+            if (!d || first_nonfinite(d, asp_numel(t)) < 0) continue;
+            aspen_node_info info;
+            aspen_program_node_info(p, s, &info);
+            snprintf(where, cap, "layer '%s' (%s pass, %s '%s' of %s)", info.layer,
+                     phase_name(info.phase), k < nd->n_out ? "output" : "updated tensor",
+                     t->name, info.op);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Re-run the batch after *ts with a program that keeps every tensor, piece by
+ * piece, until one holds a non-finite value; *step gets that run's step. */
+static aspen_status locate(trainer *tr, const aspen_train_state *ts, float lr, int64_t *step,
+                           char *where, size_t cap)
+{
+    train_session dbg;
+    aspen_status st = train_new(tr->m, tr->store, tr->o, 1, &dbg);
+    if (st != ASPEN_OK) return st;
+    float *in = aspen_engine_data(dbg.eng, dbg.input);
+    int32_t *lab = aspen_engine_data(dbg.eng, dbg.labels);
+    where[0] = 0;
+    for (int q = 0; q < tr->pieces && !where[0]; q++) {
+        fill_piece(tr, ts->batch, q, in, lab);
+        aspen_step s = {lr, ts->step + q + 1};
+        st = aspen_engine_run(dbg.eng, &s);
+        if (st != ASPEN_OK) break;
+        if (first_bad_value(dbg.prog, dbg.eng, where, cap)) *step = s.step;
+    }
+    train_free(&dbg);
+    return st;
+}
+
+/* The guard fired in the batch after *before: roll the store back to the
+ * snapshot, replay up to that batch (deterministic, so the same values),
+ * find the first non-finite value with a debug re-run, leave the store as it
+ * was before the batch and return the ASPEN_ENUMERIC message. */
+static aspen_status diagnose(trainer *tr, const aspen_train_state *before, float lr,
+                             const nonfinite *bad)
+{
+    char what[256], where[384] = "";
+    if (bad->g < 0) {
+        snprintf(what, sizeof(what), "loss is %s", isnan(bad->loss) ? "NaN" : "infinite");
+    } else {
+        const guarded *g = &tr->guard[bad->g];
+        snprintf(what, sizeof(what), "tensor '%s' holds %s (element %lld of %lld) after the "
+                 "update", g->name, isnan(g->data[bad->element]) ? "NaN" : "Inf",
+                 (long long)bad->element, (long long)g->n);
+    }
+    int64_t step = bad->step;
+    snapshot(tr, NULL, 1);
+    aspen_train_state ts = tr->snap_state;
+    nonfinite again;
+    aspen_status st = ASPEN_OK;
+    while (st == ASPEN_OK && ts.batch < before->batch) st = run_batch(tr, &ts, lr, &again);
+    if (st == ASPEN_ENUMERIC)
+        st = asp_err(st, "the replay from the last snapshot met a non-finite value earlier");
+    if (st == ASPEN_OK) {
+        snapshot(tr, &ts, 0);
+        st = locate(tr, &ts, lr, &step, where, sizeof(where));
+        snapshot(tr, NULL, 1);
+    }
+    char why[512];
+    if (st != ASPEN_OK)
+        snprintf(why, sizeof(why), "; re-running the step to find the layer failed: %.400s",
+                 aspen_errmsg());
+    else if (!where[0])
+        snprintf(why, sizeof(why), "; a re-run of the step with every tensor kept did not "
+                 "reproduce it");
+    else
+        snprintf(why, sizeof(why), "; first non-finite value in %s", where);
+    return asp_err(ASPEN_ENUMERIC, "train: %s at step %lld (epoch %d, batch %lld)%s; lower the "
+                   "learning rate?", what, (long long)step, before->epoch + 1,
+                   (long long)before->batch + 1, why);
+}
+
+static void trainer_free(trainer *tr)
+{
+    free(tr->perm);
+    free(tr->guard);
+    asp_free_aligned(tr->snap);
+    train_free(&tr->t);
+}
+
+static aspen_status trainer_new(const aspen_model *m, aspen_store *store,
+                                const aspen_dataset *data, const aspen_train_opts *o, trainer *tr)
+{
+    memset(tr, 0, sizeof(*tr));
+    tr->m = m;
+    tr->store = store;
+    tr->data = data;
+    tr->o = o;
+    tr->n = o->limit > 0 && o->limit < data->n ? o->limit : data->n;
+    tr->pieces = o->micro_batch > 1 ? o->micro_batch : 1;
+    tr->piece = o->batch / tr->pieces;
+    tr->batches = tr->n / o->batch;
+    tr->isz = (int64_t)data->c * data->h * data->w;
+    aspen_status st = train_new(m, store, o, 0, &tr->t);
+    if (st != ASPEN_OK) return st;
+    st = guard_list(tr->t.prog, tr->t.eng, &tr->guard, &tr->nguard);
+    tr->nsnap = aspen_store_count(store);
+    for (int i = 0; st == ASPEN_OK && i < tr->nsnap; i++)
+        if (!asp_add_ok(tr->snap_bytes, (size_t)store_numel(store, i) * sizeof(float),
+                        &tr->snap_bytes))
+            st = asp_err(ASPEN_ENOMEM, "train: store size overflows");
+    if (st == ASPEN_OK && !(tr->snap = asp_alloc_aligned(tr->snap_bytes ? tr->snap_bytes : 1)))
+        st = ASPEN_ENOMEM;
+    if (st == ASPEN_OK && !(tr->perm = asp_array((size_t)tr->n, sizeof(int64_t))))
+        st = ASPEN_ENOMEM;
+    if (st != ASPEN_OK) trainer_free(tr);
+    return st;
+}
+
+static aspen_status check_resume(const trainer *tr, const aspen_train_state *r)
+{
+    int64_t done = r->epoch >= 0 && r->batch >= 0 ? (int64_t)r->epoch * tr->batches + r->batch : -1;
+    if (done < 0 || r->batch >= tr->batches || r->step != done * tr->pieces ||
+        !isfinite(r->loss_sum) || r->correct < 0)
+        return asp_err(ASPEN_EINVAL, "train: the resume state (epoch %d, batch %lld, step %lld) "
+                       "does not fit these options (%lld batches of %d per epoch, %d piece%s "
+                       "each): batch, limit, micro-batch or data changed?", r->epoch,
+                       (long long)r->batch, (long long)r->step, (long long)tr->batches,
+                       tr->o->batch, tr->pieces, tr->pieces > 1 ? "s" : "");
+    return ASPEN_OK;
+}
+
+/* Call the checkpoint callback; the snapshot then moves to this point. */
+static aspen_status checkpoint(trainer *tr, const aspen_train_state *ts)
+{
+    aspen_status st = tr->o->checkpoint(tr->o->user, ts);
+    if (st == ASPEN_OK) snapshot(tr, ts, 0);
+    return st;
 }
 
 aspen_status aspen_train(const aspen_model *m, aspen_store *store, const aspen_dataset *train,
@@ -283,94 +670,80 @@ aspen_status aspen_train(const aspen_model *m, aspen_store *store, const aspen_d
     if (n < o->batch)
         return asp_err(ASPEN_EINVAL, "train: %lld training images, fewer than one batch of %d",
                        (long long)n, o->batch);
-    train_session t;
-    aspen_status st = train_new(m, store, o, &t);
+    trainer tr;
+    aspen_status st = trainer_new(m, store, train, o, &tr);
     if (st != ASPEN_OK) return st;
     infer_session ev;
     memset(&ev, 0, sizeof(ev));
-    st = check_data(m, train, t.classes);
-    if (st == ASPEN_OK && test) st = check_data(m, test, t.classes);
+    st = check_data(m, train, tr.t.classes);
+    if (st == ASPEN_OK && test) st = check_data(m, test, tr.t.classes);
     if (st == ASPEN_OK && test) st = infer_new(m, store, 256, o->threads, &ev);
-    int64_t *perm = asp_array((size_t)n, sizeof(int64_t));
-    if (!perm) st = ASPEN_ENOMEM;
-    if (st != ASPEN_OK) {
-        free(perm);
-        infer_free(&ev);
-        train_free(&t);
-        return st;
+    aspen_train_state ts;
+    memset(&ts, 0, sizeof(ts));
+    ts.last.test_loss = ts.last.test_accuracy = -1;
+    if (st == ASPEN_OK && o->resume) {
+        ts = *o->resume;
+        st = check_resume(&tr, &ts);
     }
-    int64_t isz = (int64_t)train->c * train->h * train->w, batches = n / o->batch;
-    float *in = aspen_engine_data(t.eng, t.input);
-    int32_t *lab = aspen_engine_data(t.eng, t.labels);
-    const float *logits = aspen_engine_data(t.eng, t.logits);
-    const float *lossp = aspen_engine_data(t.eng, t.loss);
-    int64_t step = 0;
-    aspen_epoch_stats es;
-    memset(&es, 0, sizeof(es));
-    for (int e = 0; e < o->epochs && st == ASPEN_OK; e++) {
-        asp_rng r;
-        asp_rng_seed(&r, asp_hash64(o->seed) ^ asp_hash64(0x5eed0000ull + (uint64_t)e));
-        for (int64_t i = 0; i < n; i++) perm[i] = i;
-        for (int64_t i = n - 1; i > 0; i--) {
-            int64_t j = (int64_t)asp_rng_below(&r, (uint64_t)i + 1), tmp = perm[i];
-            perm[i] = perm[j];
-            perm[j] = tmp;
+    int64_t el;
+    int bad = st == ASPEN_OK ? guard_find(tr.guard, tr.nguard, &el) : -1;
+    if (bad >= 0)
+        st = nonfinite_error("train", &tr.guard[bad], el);
+    int has_labels = tr.t.labels != ASPEN_NONE;
+    aspen_epoch_stats es = ts.last;
+    for (int e = ts.epoch; e < o->epochs && st == ASPEN_OK; e++) {
+        shuffle(&tr, e);
+        if (ts.batch == 0) {
+            ts.loss_sum = 0.0;
+            ts.correct = 0;
+            ts.seconds = 0.0;
         }
+        if (!tr.snapped || tr.snap_state.step != ts.step) snapshot(&tr, &ts, 0);
         memset(&es, 0, sizeof(es));
         es.epoch = e + 1;
         es.epochs = o->epochs;
         es.test_loss = es.test_accuracy = -1;
-        double t0 = asp_now(), loss_sum = 0.0;
-        int64_t correct = 0;
-        aspen_step s = {aspen_train_lr(o, e), 0};
-        int64_t piece = o->batch / pieces;
-        for (int64_t b = 0; b < batches && st == ASPEN_OK; b++) {
-            double batch_loss = 0.0;
-            for (int q = 0; q < pieces; q++) {
-                for (int64_t i = 0; i < piece; i++) {
-                    int64_t src = perm[b * o->batch + q * piece + i];
-                    memcpy(in + i * isz, train->x + src * isz, (size_t)isz * sizeof(float));
-                    if (lab) lab[i] = train->y[src];
-                }
-                s.step = ++step;
-                st = aspen_engine_run(t.eng, &s);
-                if (st != ASPEN_OK) break;
-                if (!isfinite(*lossp)) {
-                    st = asp_err(ASPEN_ENUMERIC,
-                                 "train: loss is %s at epoch %d, step %lld (lower --lr?)",
-                                 isnan(*lossp) ? "NaN" : "infinite", e + 1, (long long)step);
-                    break;
-                }
-                batch_loss += *lossp;
-                for (int64_t i = 0; lab && i < piece; i++) {
-                    const float *row = logits + i * t.classes;
-                    int best = 0;
-                    for (int j = 1; j < t.classes; j++)
-                        if (row[j] > row[best]) best = j;
-                    correct += best == lab[i];
-                }
-            }
+        float lr = aspen_train_lr(o, e);
+        double t0 = asp_now() - ts.seconds;
+        while (ts.batch < tr.batches && st == ASPEN_OK) {
+            aspen_train_state before = ts;
+            nonfinite nf;
+            st = run_batch(&tr, &ts, lr, &nf);
+            if (st == ASPEN_ENUMERIC) st = diagnose(&tr, &before, lr, &nf);
             if (st != ASPEN_OK) break;
-            loss_sum += batch_loss / pieces;
-            if (o->progress && ((b + 1) % 20 == 0 || b + 1 == batches)) {
-                es.train_loss = loss_sum / (double)(b + 1);
-                es.train_accuracy = lab ? (double)correct / (double)((b + 1) * o->batch) : -1.0;
-                es.seconds = asp_now() - t0;
-                es.images_per_second = (double)((b + 1) * o->batch) / es.seconds;
-                o->progress(o->user, &es, b + 1, batches, 0);
+            int64_t b = ts.batch;
+            ts.seconds = asp_now() - t0;
+            if (o->progress && (b % 20 == 0 || b == tr.batches)) {
+                es.train_loss = ts.loss_sum / (double)b;
+                es.train_accuracy =
+                    has_labels ? (double)ts.correct / (double)(b * o->batch) : -1.0;
+                es.seconds = ts.seconds;
+                es.images_per_second = (double)(b * o->batch) / es.seconds;
+                o->progress(o->user, &es, b, tr.batches, 0);
             }
+            if (o->checkpoint && o->checkpoint_every > 0 && b < tr.batches &&
+                (ts.step / tr.pieces) % o->checkpoint_every == 0)
+                st = checkpoint(&tr, &ts);
         }
         if (st != ASPEN_OK) break;
         es.seconds = asp_now() - t0;
-        es.train_loss = loss_sum / (double)batches;
-        es.train_accuracy = lab ? (double)correct / (double)(batches * o->batch) : -1.0;
-        es.images_per_second = (double)(batches * o->batch) / es.seconds;
+        es.train_loss = ts.loss_sum / (double)tr.batches;
+        es.train_accuracy =
+            has_labels ? (double)ts.correct / (double)(tr.batches * o->batch) : -1.0;
+        es.images_per_second = (double)(tr.batches * o->batch) / es.seconds;
         if (test) st = eval_with(&ev, test, &es.test_loss, &es.test_accuracy);
-        if (st == ASPEN_OK && o->progress) o->progress(o->user, &es, batches, batches, 1);
+        if (st != ASPEN_OK) break;
+        if (o->progress) o->progress(o->user, &es, tr.batches, tr.batches, 1);
+        ts.last = es;
+        ts.epoch = e + 1;
+        ts.batch = 0;
+        ts.loss_sum = 0.0;
+        ts.correct = 0;
+        ts.seconds = 0.0;
+        if (o->checkpoint) st = checkpoint(&tr, &ts);
     }
     if (last) *last = es;
-    free(perm);
     infer_free(&ev);
-    train_free(&t);
+    trainer_free(&tr);
     return st;
 }

@@ -2,6 +2,7 @@
  * cmd_eval.c - aspen eval CKPT --data D: accuracy and loss of a checkpoint on
  * the test split of D. Uses the same inference program as training's
  * per-epoch evaluation, so it reproduces the accuracy training printed.
+ * A checkpoint holding a NaN or Inf anywhere is refused, naming the tensor.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -20,6 +21,23 @@ const char usage_eval[] =
     "  --data D       data set (default: the one the checkpoint was trained on)\n"
     "  --threads T    threads (default: all cores)\n"
     "  --json         last line of output: one JSON object with the figures\n";
+
+/* The first NaN or Inf in the store: 1 with *tensor and *element set. */
+static int find_nonfinite(aspen_store *s, int *tensor, int64_t *element)
+{
+    for (int i = 0; i < aspen_store_count(s); i++) {
+        int64_t n = 1;
+        for (int d = 0; d < aspen_store_ndim(s, i); d++) n *= aspen_store_shape(s, i)[d];
+        const float *x = aspen_store_data(s, i);
+        for (int64_t j = 0; j < n; j++)
+            if (!isfinite(x[j])) {
+                *tensor = i;
+                *element = j;
+                return 1;
+            }
+    }
+    return 0;
+}
 
 static double now(void)
 {
@@ -56,6 +74,20 @@ int cmd_eval(int argc, char **argv)
     aspen_status st = aspen_checkpoint_load(a.pos[0], &m, &store, &meta_text);
     if (st != ASPEN_OK) {
         rc = cli_fail(st);
+        goto done;
+    }
+    /* NaN weights would evaluate to a meaningless accuracy: refuse them */
+    int bad;
+    int64_t el;
+    if (find_nonfinite(store, &bad, &el)) {
+        int64_t n = 1;
+        for (int d = 0; d < aspen_store_ndim(store, bad); d++)
+            n *= aspen_store_shape(store, bad)[d];
+        fprintf(stderr, "aspen: %s: tensor '%s' holds %s (element %lld of %lld): the checkpoint "
+                "is not usable\n", a.pos[0], aspen_store_name(store, bad),
+                isnan(aspen_store_data(store, bad)[el]) ? "NaN" : "Inf", (long long)el,
+                (long long)n);
+        rc = 1;
         goto done;
     }
     meta = meta_text ? cJSON_Parse(meta_text) : NULL;

@@ -30,12 +30,15 @@ int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
-        if (argc >= 3 && strcmp(argv[1], "help") == 0)
+        if (argc >= 3 && strcmp(argv[1], "help") == 0) {
             for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
                 if (strcmp(argv[2], commands[i].name) == 0) {
                     fputs(commands[i].usage, stdout);
                     return 0;
                 }
+            fprintf(stderr, "aspen: unknown command '%s' (see 'aspen --help')\n", argv[2]);
+            return 2;
+        }
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }

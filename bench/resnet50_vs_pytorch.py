@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """resnet50_vs_pytorch.py - ResNet-50 at 224x224, aspen against PyTorch, side by
-side on synthetic input (see /work/shared/BENCHMARKS.md and issue 4).
+side on synthetic input (see the shared BENCHMARKS.md and issue 4).
 
 Workloads (2 threads each):
   infer1   inference, batch 1: latency of one forward pass

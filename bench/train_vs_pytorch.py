@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """train_vs_pytorch.py - one training epoch on the full Fashion-MNIST, aspen
-against PyTorch, side by side (see /work/shared/BENCHMARKS.md).
+against PyTorch, side by side (see the shared BENCHMARKS.md).
 
 Workloads (60,000 training images, batch 64, SGD lr 0.03 momentum 0.9):
   lenet  conv 5x5 32 -> relu -> maxpool 2 -> conv 5x5 64 -> relu -> maxpool 2

@@ -3,7 +3,7 @@
 # (2 threads) and of the MLP (1 thread) on the full Fashion-MNIST with aspen
 # and with PyTorch alternately, RUNS times each (default 3), and print medians,
 # test accuracies, peak RSS and the ratio aspen/PyTorch. See
-# bench/train_vs_pytorch.py and /work/shared/BENCHMARKS.md.
+# bench/train_vs_pytorch.py and the shared BENCHMARKS.md.
 #
 #   bench/train_vs_pytorch.sh                 # both workloads, 3 runs each
 #   RUNS=5 WORKLOADS=lenet bench/train_vs_pytorch.sh

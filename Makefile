@@ -126,7 +126,8 @@ test-failalloc:
 # The engine, thread pool and training tests under ThreadSanitizer.
 TSAN_TESTS ?= memplan kernels train_
 test-tsan:
-	$(MAKE) --no-print-directory SANITIZE=thread build-tsan/test_aspen build-tsan/aspen
+	$(MAKE) --no-print-directory SANITIZE=thread build-tsan/test_aspen build-tsan/aspen \
+	    build-tsan/api_mlp
 	for t in $(TSAN_TESTS); do \
 	    ASPEN_BIN=build-tsan/aspen TSAN_OPTIONS=halt_on_error=1 build-tsan/test_aspen $$t \
 	        || exit 1; \
@@ -184,4 +185,4 @@ clean:
 	rm -rf build build-san build-san-* build-tsan build-tsan-* build-fuzz
 
 .PHONY: all test test-one test-failalloc test-tsan fuzz fuzz-build fuzz-ci deps data demo clean
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(wildcard $(B)/obj/tests/fuzz/*.d)

@@ -20,8 +20,10 @@
  * fail too), at a stride to bound the time. Inputs are prepared outside the
  * armed window, so each scenario's count covers its own path only.
  * Allocations by libpng, zlib and protobuf-c are not counted (they do not go
- * through asp_malloc); cJSON's are, through cJSON_InitHooks.
+ * through asp_malloc); cJSON's are, through cJSON_InitHooks. Set
+ * ASPEN_FAILALLOC_TRACE=1 to see each run's failing allocation on stderr.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "aspen.h"
@@ -94,6 +96,8 @@ static int fa_loop(const char *name, fa_scenario s, void *ctx, fa_report *r)
     for (int sticky = 0; sticky <= 1; sticky++) {
         for (long n = 1;; n += sticky ? FA_STICKY_STRIDE : 1) {
             aspen_status st;
+            if (getenv("ASPEN_FAILALLOC_TRACE"))
+                fprintf(stderr, "%s: failing allocation %ld%s\n", name, n, sticky ? " on" : "");
             size_t live = FA_LIVE_BYTES();
             int clean = fa_run_once(s, ctx, n, sticky, &st);
             r->runs++;
@@ -112,6 +116,8 @@ static int fa_loop(const char *name, fa_scenario s, void *ctx, fa_report *r)
                 break;
             }
             if (st == ASPEN_OK) {
+                if (getenv("ASPEN_FAILALLOC_TRACE"))
+                    fprintf(stderr, "%s: allocation %ld absorbed\n", name, n);
                 r->swallowed++;
             } else if (st != ASPEN_ENOMEM && fa_cjson_failed) {
                 r->cjson++;
@@ -152,24 +158,25 @@ static void fa_hook_cjson(int on)
 typedef struct {
     aspen_model *m;
     int64_t batch;
+    aspen_optimizer opt;
+    aspen_compile_opts co;
 } compile_ctx;
 
-/* Build the training graph, compile, bind an engine (2 threads), run a step. */
+/* Build the training graph, compile, bind an engine (2 threads), run a step;
+ * then the inference graph, compiled and bound to the same store. */
 static aspen_status scenario_compile(void *p)
 {
     compile_ctx *c = p;
-    aspen_graph *g = aspen_graph_new();
-    if (!g) return ASPEN_ENOMEM;
-    aspen_program *prog = NULL;
-    aspen_store *s = NULL;
-    aspen_engine *e = NULL;
-    aspen_optimizer opt = {.kind = ASPEN_OPT_SGD, .momentum = 0.9f};
+    aspen_graph *g = aspen_graph_new(), *gi = aspen_graph_new();
+    aspen_program *prog = NULL, *pi = NULL;
+    aspen_store *s = aspen_store_new(1);
+    aspen_engine *e = NULL, *ei = NULL;
     aspen_model_io io;
     aspen_tensor labels, loss;
-    aspen_status st = aspen_model_build_train(c->m, g, c->batch, &opt, &io, &labels, &loss);
-    aspen_compile_opts co = {.threads = 2};
-    if (st == ASPEN_OK) st = aspen_compile(g, &co, &prog);
-    if (st == ASPEN_OK && !(s = aspen_store_new(1))) st = ASPEN_ENOMEM;
+    aspen_status st = g && gi && s ? ASPEN_OK : ASPEN_ENOMEM;
+    if (st == ASPEN_OK)
+        st = aspen_model_build_train(c->m, g, c->batch, &c->opt, &io, &labels, &loss);
+    if (st == ASPEN_OK) st = aspen_compile(g, &c->co, &prog);
     if (st == ASPEN_OK) st = aspen_engine_new(prog, s, 2, &e);
     if (st == ASPEN_OK) {
         int32_t *y = aspen_engine_data(e, labels);
@@ -177,9 +184,16 @@ static aspen_status scenario_compile(void *p)
         aspen_step step = {0.01f, 1};
         st = aspen_engine_run(e, &step);
     }
+    if (st == ASPEN_OK) st = aspen_model_build(c->m, gi, 1, 0, &io);
+    if (st == ASPEN_OK) st = aspen_compile(gi, &c->co, &pi);
+    if (st == ASPEN_OK) st = aspen_engine_new(pi, s, 1, &ei);
+    if (st == ASPEN_OK) st = aspen_engine_run(ei, &(aspen_step){0, 1});
+    aspen_engine_free(ei);
     aspen_engine_free(e);
     aspen_store_free(s);
+    aspen_program_free(pi);
     aspen_program_free(prog);
+    aspen_graph_free(gi);
     aspen_graph_free(g);
     return st;
 }
@@ -187,14 +201,20 @@ static aspen_status scenario_compile(void *p)
 TEST(failalloc_compile_lenet_and_resnet)
 {
     fa_report r;
-    compile_ctx c = {NULL, 4};
+    compile_ctx c = {.batch = 4, .opt = {.kind = ASPEN_OPT_SGD, .momentum = 0.9f},
+                     .co = {.threads = 2}};
     CHECK_OK(aspen_model_load("models/lenet.cfg", &c.m));
     int bad = fa_loop("compile lenet", scenario_compile, &c, &r);
     aspen_model_free(c.m);
     CHECK(!bad);
     CHECK(r.allocations > 50);
+    /* Adam, the recomputation search under a budget, NaN poisoning */
     CHECK_OK(aspen_model_parse(mini_resnet, strlen(mini_resnet), "mini-resnet.cfg", &c.m));
     c.batch = 2;
+    c.opt = (aspen_optimizer){.kind = ASPEN_OPT_ADAM, .beta1 = 0.9f, .beta2 = 0.999f,
+                              .eps = 1e-8f};
+    c.co = (aspen_compile_opts){.threads = 2, .recompute = ASPEN_RECOMPUTE_AUTO,
+                                .memory_budget = (size_t)64 << 20, .poison = 1};
     bad = fa_loop("compile mini resnet", scenario_compile, &c, &r);
     aspen_model_free(c.m);
     CHECK(!bad);
@@ -300,6 +320,7 @@ TEST(failalloc_load_onnx)
 typedef struct {
     aspen_model *m;
     aspen_dataset *train, *test;
+    int micro_batch;
 } train_ctx;
 
 static aspen_status scenario_train(void *p)
@@ -312,6 +333,7 @@ static aspen_status scenario_train(void *p)
     o.batch = 16;
     o.limit = 64;
     o.threads = 2;
+    o.micro_batch = c->micro_batch;
     aspen_epoch_stats last;
     aspen_status st = aspen_train(c->m, s, c->train, c->test, &o, &last);
     aspen_store_free(s);
@@ -321,11 +343,13 @@ static aspen_status scenario_train(void *p)
 TEST(failalloc_train)
 {
     fa_report r;
-    train_ctx c = {NULL, NULL, NULL};
+    train_ctx c = {NULL, NULL, NULL, 0};
     aspen_status st = aspen_model_load("models/lenet.cfg", &c.m);
     if (st == ASPEN_OK) st = aspen_dataset_load("tests/data/fashion-mnist-slice", 1, &c.train);
     if (st == ASPEN_OK) st = aspen_dataset_load("tests/data/fashion-mnist-slice", 0, &c.test);
     int bad = st != ASPEN_OK || fa_loop("train lenet", scenario_train, &c, &r);
+    c.micro_batch = 2;
+    bad = bad || fa_loop("train lenet, micro-batches", scenario_train, &c, &r);
     aspen_dataset_free(c.train);
     aspen_dataset_free(c.test);
     aspen_model_free(c.m);

@@ -31,7 +31,7 @@ typedef struct {
     float alpha, beta;
     asp_epilogue ep;
     float *A, *B, *C0;    /* operands; C0 is C's initial content */
-    float *bm, *bn;       /* (M), (N) */
+    float *bm, *bn, *sm;  /* (M), (N), (M) */
     float *Cref, *Cmag;   /* reference result; |.| bound for the tolerance */
 } problem;
 
@@ -39,7 +39,8 @@ static int64_t rows_a(const problem *p) { return p->ta ? p->K : p->M; }
 static int64_t rows_b(const problem *p) { return p->tb ? p->N : p->K; }
 
 static void problem_init(problem *p, asp_rng *r, int ta, int tb, int64_t M, int64_t N, int64_t K,
-                         int64_t pad, float alpha, float beta, int bias_m, int bias_n, int relu)
+                         int64_t pad, float alpha, float beta, int bias_m, int bias_n, int relu,
+                         int scale_m)
 {
     memset(p, 0, sizeof(*p));
     p->ta = ta, p->tb = tb, p->M = M, p->N = N, p->K = K;
@@ -55,19 +56,21 @@ static void problem_init(problem *p, asp_rng *r, int ta, int tb, int64_t M, int6
     p->Cmag = malloc(sizeof(float) * (size_t)nc);
     p->bm = malloc(sizeof(float) * (size_t)M);
     p->bn = malloc(sizeof(float) * (size_t)N);
+    p->sm = malloc(sizeof(float) * (size_t)M);
     fill(r, p->A, na);
     fill(r, p->B, nb);
     fill(r, p->bm, M);
     fill(r, p->bn, N);
+    fill(r, p->sm, M);
     if (beta == 0.0f) fill_value(p->C0, nc, NAN);
     else fill(r, p->C0, nc);
     p->ep = (asp_epilogue){bias_m ? p->bm : NULL, bias_n ? p->bn : NULL,
-                           relu ? ASP_ACT_RELU : ASP_ACT_NONE};
+                           relu ? ASP_ACT_RELU : ASP_ACT_NONE, scale_m ? p->sm : NULL};
 
     memcpy(p->Cref, p->C0, sizeof(float) * (size_t)nc);
     asp_sgemm_ref(ta, tb, M, N, K, alpha, p->A, p->lda, p->B, p->ldb, beta, p->Cref, p->ldc,
                   &p->ep);
-    /* magnitude: |alpha| |A||B| + |beta C| + |bias|, the scale of rounding errors */
+    /* magnitude: |scale| (|alpha| |A||B| + |beta C|) + |bias|, the scale of rounding errors */
     float *absA = malloc(sizeof(float) * (size_t)(na + 1));
     float *absB = malloc(sizeof(float) * (size_t)(nb + 1));
     for (int64_t i = 0; i < na; i++) absA[i] = fabsf(p->A[i]);
@@ -76,16 +79,18 @@ static void problem_init(problem *p, asp_rng *r, int ta, int tb, int64_t M, int6
     asp_sgemm_ref(ta, tb, M, N, K, fabsf(alpha), absA, p->lda, absB, p->ldb, fabsf(beta),
                   p->Cmag, p->ldc, NULL);
     for (int64_t i = 0; i < M; i++)
-        for (int64_t j = 0; j < N; j++)
-            p->Cmag[i * p->ldc + j] += (bias_m ? fabsf(p->bm[i]) : 0.0f) +
-                                       (bias_n ? fabsf(p->bn[j]) : 0.0f);
+        for (int64_t j = 0; j < N; j++) {
+            float *m = &p->Cmag[i * p->ldc + j];
+            *m = *m * (scale_m ? fabsf(p->sm[i]) : 1.0f) + (bias_m ? fabsf(p->bm[i]) : 0.0f) +
+                 (bias_n ? fabsf(p->bn[j]) : 0.0f);
+        }
     free(absA);
     free(absB);
 }
 
 static void problem_free(problem *p)
 {
-    free(p->A), free(p->B), free(p->C0), free(p->Cref), free(p->Cmag), free(p->bm), free(p->bn);
+    free(p->A), free(p->B), free(p->C0), free(p->Cref), free(p->Cmag), free(p->bm), free(p->bn), free(p->sm);
 }
 
 /* Run the problem in `nparts` parts (serially) into a fresh C; returns it. */
@@ -184,7 +189,7 @@ TEST(gemm_shapes_vs_ref)
             for (int c = 0; c < ns; c++, n++) {
                 problem p;
                 problem_init(&p, &r, n & 1, (n >> 1) & 1, sizes[a], sizes[b], sizes[c], n % 3, 1.0f,
-                             0.0f, 0, 0, 0);
+                             0.0f, 0, 0, 0, 0);
                 int bad = check_all_isas(&p, scratch);
                 problem_free(&p);
                 if (bad) free(scratch);
@@ -209,7 +214,7 @@ TEST(gemm_transposes_alpha_beta)
                 for (size_t v = 0; v < ASP_ARRAY_LEN(ab); v++) {
                     problem p;
                     problem_init(&p, &r, ta, tb, shapes[s][0], shapes[s][1], shapes[s][2],
-                                 (int64_t)(5 + s), ab[v][0], ab[v][1], 0, 0, 0);
+                                 (int64_t)(5 + s), ab[v][0], ab[v][1], 0, 0, 0, 0);
                     int bad = check_all_isas(&p, scratch);
                     problem_free(&p);
                     if (bad) free(scratch);
@@ -225,12 +230,12 @@ TEST(gemm_epilogue)
     asp_rng_seed(&r, 3);
     void *scratch = scratch_new();
     for (size_t s = 0; s < ASP_ARRAY_LEN(shapes); s++)
-        for (int e = 1; e < 8; e++)
+        for (int e = 1; e < 16; e++)
             for (int beta1 = 0; beta1 < 2; beta1++) {
                 problem p;
                 problem_init(&p, &r, (int)(s & 1), e & 1, shapes[s][0], shapes[s][1],
                              shapes[s][2], 3, 0.75f, beta1 ? 1.0f : 0.0f, e & 1, (e >> 1) & 1,
-                             (e >> 2) & 1);
+                             (e >> 2) & 1, (e >> 3) & 1);
                 int bad = check_all_isas(&p, scratch);
                 problem_free(&p);
                 if (bad) free(scratch);
@@ -249,7 +254,7 @@ TEST(gemm_large_blocks)
     for (size_t s = 0; s < ASP_ARRAY_LEN(shapes); s++) {
         problem p;
         problem_init(&p, &r, (int)(s & 1), (int)(s >> 1), shapes[s][0], shapes[s][1],
-                     shapes[s][2], 1, 1.0f, 0.5f, 1, 1, 1);
+                     shapes[s][2], 1, 1.0f, 0.5f, 1, 1, 1, (int)(s & 1));
         int bad = check_all_isas(&p, scratch);
         problem_free(&p);
         if (bad) free(scratch);
@@ -271,7 +276,7 @@ TEST(gemm_parts_bit_identical)
     for (size_t s = 0; s < ASP_ARRAY_LEN(shapes); s++) {
         problem p;
         problem_init(&p, &r, (int)(s & 1), (int)((s >> 1) & 1), shapes[s][0], shapes[s][1],
-                     shapes[s][2], 2, 1.25f, 0.5f, 1, 1, 1);
+                     shapes[s][2], 2, 1.25f, 0.5f, 1, 1, 1, 1);
         const size_t bytes = sizeof(float) * (size_t)(p.M * p.ldc);
         int bad = 0;
         for (size_t t = 0; t < ASP_ARRAY_LEN(all_isas) && !bad; t++) {

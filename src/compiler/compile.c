@@ -4,7 +4,8 @@
  *
  *   verify -> copy (the program owns its tensors and nodes) -> recompute
  *   (drop activations, re-run their producers in the backward pass) -> fuse
- *   (SGD momentum into the weight-gradient GEMMs) -> schedule
+ *   (SGD momentum into the weight-gradient GEMMs; inference batch norm and
+ *   ReLU into the convolution before them) -> schedule
  *   (updates right after their gradients) -> memplan (liveness, in place, one
  *   arena) -> partition (vertices per node, per-thread scratch)
  *
@@ -81,6 +82,7 @@ static aspen_status compile_once(const aspen_graph *g, const aspen_compile_opts 
     p->nvertex = asp_calloc((size_t)p->nn, sizeof(*p->nvertex));
     if (!p->place || !p->nvertex) goto fail;
     asp_pass_fuse_updates(p);
+    asp_pass_fuse_conv(p);
     st = asp_pass_schedule(p);
     if (st == ASPEN_OK) st = asp_pass_memplan(p, o ? o->no_reuse : 0);
     if (st != ASPEN_OK) goto fail;

@@ -271,8 +271,8 @@ aspen_status asp_pass_memplan(aspen_program *p, int no_reuse)
         memcpy(copy, iv, (size_t)ng * sizeof(*iv));
         size_t greedy = place_greedy(iv, ng, over);
         size_t bestfit = place_bestfit(copy, ng, over);
-        if (bestfit == SIZE_MAX) greedy = 0; /* out of memory in best fit: keep greedy */
-        if (bestfit < greedy) {
+        /* SIZE_MAX: out of memory in best fit, keep greedy */
+        if (bestfit != SIZE_MAX && bestfit < greedy) {
             memcpy(iv, copy, (size_t)ng * sizeof(*iv));
             arena = bestfit;
         } else {

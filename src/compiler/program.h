@@ -47,6 +47,7 @@ struct aspen_program {
 aspen_status asp_pass_verify(const aspen_graph *g);
 aspen_status asp_pass_schedule(aspen_program *p);
 void asp_pass_fuse_updates(aspen_program *p);
+void asp_pass_fuse_conv(aspen_program *p);
 enum { ASP_RECOMPUTE_NONE = 0, ASP_RECOMPUTE_NORM = 1, ASP_RECOMPUTE_SEGMENTS = 2 };
 aspen_status asp_pass_recompute(aspen_program *p, int policy, size_t segment_bytes,
                                 double *extra_macs);

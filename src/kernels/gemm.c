@@ -22,8 +22,8 @@
  * LeNet training step).
  * The micro-kernel keeps the tile in registers for the whole K block and
  * applies alpha/beta (beta only on the first K block; later blocks accumulate
- * into C with beta = 1) and the epilogue (bias_m, bias_n, ReLU; only on the
- * last K block) on the way out, so C is touched once per K block and the
+ * into C with beta = 1) and the epilogue (scale_m, bias_m, bias_n, ReLU; only
+ * on the last K block) on the way out, so C is touched once per K block and the
  * epilogue costs no extra pass.
  *
  * Blocking per ISA (tile MR x NR; KC, MC, NC). The A micro-panel (KC x MR:
@@ -89,6 +89,7 @@ static void gemm_ukr_generic(int64_t kc, const float *a /* (kc, GEN_MR) packed *
         for (int j = 0; j < nr; j++) {
             float v = t->alpha * acc[i][j];
             if (t->beta != 0.0f) v = t->beta * ci[j] + v;
+            if (t->scale_m) v *= t->scale_m[i];
             if (t->bias_m) v += t->bias_m[i];
             if (t->bias_n) v += t->bias_n[j];
             if (t->relu && v < 0.0f) v = 0.0f;
@@ -325,6 +326,7 @@ static void scale_block(int64_t i0, int64_t i1, int64_t j0, int64_t j1, float be
         float *ci = C + i * ldc;
         for (int64_t j = j0; j < j1; j++) {
             float v = beta != 0.0f ? beta * ci[j] : 0.0f;
+            if (ep && ep->scale_m) v *= ep->scale_m[i];
             if (ep && ep->bias_m) v += ep->bias_m[i];
             if (ep && ep->bias_n) v += ep->bias_n[j];
             if (ep && ep->act == ASP_ACT_RELU && v < 0.0f) v = 0.0f;
@@ -371,6 +373,7 @@ void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
     float *ap = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     float *bp = ap + g->mc * g->kc; /* mc*kc is a multiple of 16: stays aligned */
     const float *bias_m = ep ? ep->bias_m : NULL, *bias_n = ep ? ep->bias_n : NULL;
+    const float *scale_m = ep ? ep->scale_m : NULL;
     const int relu = ep && ep->act == ASP_ACT_RELU;
 
     for (int64_t jc = j0; jc < j1; jc += g->nc) {
@@ -392,6 +395,7 @@ void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
                             .bias_m = last && bias_m ? bias_m + ic + ir : NULL,
                             .bias_n = last && bias_n ? bias_n + jc + jr : NULL,
                             .relu = last && relu,
+                            .scale_m = last && scale_m ? scale_m + ic + ir : NULL,
                         };
                         g->ukr(kb, ap + ir * kb, bp + jr * kb, C + (ic + ir) * ldc + jc + jr, ldc,
                                nrows, ncols, &t);
@@ -418,6 +422,7 @@ void asp_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, fl
             }
             double v = (double)alpha * acc;
             if (beta != 0.0f) v += (double)beta * C[i * ldc + j];
+            if (ep && ep->scale_m) v *= ep->scale_m[i];
             if (ep && ep->bias_m) v += ep->bias_m[i];
             if (ep && ep->bias_n) v += ep->bias_n[j];
             if (ep && ep->act == ASP_ACT_RELU && v < 0.0) v = 0.0;

@@ -26,10 +26,15 @@ typedef enum { ASP_ISA_GENERIC = 0, ASP_ISA_AVX2 = 1, ASP_ISA_AVX512 = 2 } asp_i
 
 typedef enum { ASP_ACT_NONE = 0, ASP_ACT_RELU = 1 } asp_act;
 
+/* Applied to v = alpha * op(A) op(B) + beta * C on the way out, in this
+ * order: v *= scale_m[i]; v += bias_m[i]; v += bias_n[j]; act. A convolution
+ * followed by an inference batch norm (and ReLU) is one GEMM with
+ * scale_m = gamma / sqrt(var + eps) and bias_m = beta - mean * scale_m. */
 typedef struct {
-    const float *bias_m; /* (M): added to every element of row i, or NULL */
-    const float *bias_n; /* (N): added to every element of column j, or NULL */
-    asp_act act;         /* applied after the bias */
+    const float *bias_m;  /* (M): added to every element of row i, or NULL */
+    const float *bias_n;  /* (N): added to every element of column j, or NULL */
+    asp_act act;          /* applied after the bias */
+    const float *scale_m; /* (M): row i multiplied by it before the biases, or NULL */
 } asp_epilogue;
 
 /* The ISA in use (after ASPEN_ISA and CPU detection), and its name. */
@@ -60,6 +65,7 @@ void asp_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, fl
  * ISA) from packed panels over one K block of length kc >= 1:
  *     acc = sum_k a[k*MR + i] * b[k*NR + j]            (k = 0..kc-1, in order)
  *     v   = alpha * acc;  if (beta != 0) v = beta * C + v   (beta == 0: C not read)
+ *     if scale_m: v *= scale_m[i] (fused with the bias_m add where the ISA has FMA)
  *     if bias_m: v += bias_m[i];  if bias_n: v += bias_n[j];  if relu: v = max(v, 0)
  * Rows i >= mr and columns j >= nr are neither read nor written. Padding rows
  * and columns of the panels hold zeros.
@@ -69,6 +75,7 @@ typedef struct {
     const float *bias_m; /* (mr): this tile's rows, or NULL */
     const float *bias_n; /* (nr): this tile's columns, or NULL */
     int relu;
+    const float *scale_m; /* (mr): this tile's rows, or NULL */
 } asp_gemm_tail;
 
 typedef void (*asp_gemm_ukr)(int64_t kc, const float *a /* (kc, MR) packed */,

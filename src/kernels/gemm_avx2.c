@@ -74,7 +74,13 @@ ukr_body(int64_t kc, const float *a /* (kc, MR) packed */, const float *b /* (kc
             v0 = _mm256_fmadd_ps(beta, _mm256_maskload_ps(ci, m0), v0);
             if (nv == 2) v1 = _mm256_fmadd_ps(beta, _mm256_maskload_ps(ci + 8, m1), v1);
         }
-        if (t->bias_m) {
+        if (t->scale_m) {
+            /* v * scale + bias_m in one rounding (an inference batch norm) */
+            const __m256 sm = _mm256_set1_ps(t->scale_m[i]);
+            const __m256 bm = t->bias_m ? _mm256_set1_ps(t->bias_m[i]) : zero;
+            v0 = _mm256_fmadd_ps(v0, sm, bm);
+            v1 = _mm256_fmadd_ps(v1, sm, bm);
+        } else if (t->bias_m) {
             const __m256 bm = _mm256_set1_ps(t->bias_m[i]);
             v0 = _mm256_add_ps(v0, bm);
             v1 = _mm256_add_ps(v1, bm);

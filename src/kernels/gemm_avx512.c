@@ -82,7 +82,13 @@ ukr_body(int64_t kc, const float *a /* (kc, MR) packed */, const float *b /* (kc
             v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, ci), v0);
             if (nv == 2) v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, ci + 16), v1);
         }
-        if (t->bias_m) {
+        if (t->scale_m) {
+            /* v * scale + bias_m in one rounding (an inference batch norm) */
+            const __m512 sm = _mm512_set1_ps(t->scale_m[i]);
+            const __m512 bm = t->bias_m ? _mm512_set1_ps(t->bias_m[i]) : zero;
+            v0 = _mm512_fmadd_ps(v0, sm, bm);
+            v1 = _mm512_fmadd_ps(v1, sm, bm);
+        } else if (t->bias_m) {
             const __m512 bm = _mm512_set1_ps(t->bias_m[i]);
             v0 = _mm512_add_ps(v0, bm);
             v1 = _mm512_add_ps(v1, bm);

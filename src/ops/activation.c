@@ -7,53 +7,17 @@
  * is computed independently, so results do not depend on the split.
  *
  * The ReLU family is memory-bound and sits on every convolution: its loops
- * run 16 elements at a time through a local copy of the inputs (VEC16), so
- * GCC's -O2 vectoriser turns them into branch-free compare-and-mask code
- * without runtime alias checks (the output may be the input: in place). The
- * plain loop it replaces ran a data-dependent branch per element, 9% of a
- * ResNet-50 step. The scalar tail computes exactly the same expressions.
+ * run 16 elements at a time through a local copy of the inputs
+ * (ASP_VEC16_*, kernels/vec.h), so GCC's -O2 vectoriser turns them into
+ * branch-free compare-and-mask code without runtime alias checks (the
+ * output may be the input: in place). The plain loop it replaces ran a
+ * data-dependent branch per element, 9% of a ResNet-50 step. The scalar tail
+ * computes exactly the same expressions.
  */
 #include <math.h>
 
+#include "kernels/vec.h"
 #include "ops/ops.h"
-
-/* out[i] = EXPR for i in [lo, hi), EXPR a function of a = x1[i] (and
- * b = x2[i] in VEC16_2); in chunks of 16 whose inputs are copied to locals
- * first, so the compiler sees no aliasing and vectorises the chunk. */
-#define VEC16_1(lo, hi, x1, out, EXPR)                                             \
-    do {                                                                           \
-        int64_t i_ = (lo);                                                         \
-        for (; i_ + 16 <= (hi); i_ += 16) {                                        \
-            float a_[16];                                                          \
-            for (int j_ = 0; j_ < 16; j_++) a_[j_] = (x1)[i_ + j_];                \
-            for (int j_ = 0; j_ < 16; j_++) {                                      \
-                const float a = a_[j_];                                            \
-                (out)[i_ + j_] = (EXPR);                                           \
-            }                                                                      \
-        }                                                                          \
-        for (; i_ < (hi); i_++) {                                                  \
-            const float a = (x1)[i_];                                              \
-            (out)[i_] = (EXPR);                                                    \
-        }                                                                          \
-    } while (0)
-
-#define VEC16_2(lo, hi, x1, x2, out, EXPR)                                         \
-    do {                                                                           \
-        int64_t i_ = (lo);                                                         \
-        for (; i_ + 16 <= (hi); i_ += 16) {                                        \
-            float a_[16], b_[16];                                                  \
-            for (int j_ = 0; j_ < 16; j_++) a_[j_] = (x1)[i_ + j_];                \
-            for (int j_ = 0; j_ < 16; j_++) b_[j_] = (x2)[i_ + j_];                \
-            for (int j_ = 0; j_ < 16; j_++) {                                      \
-                const float a = a_[j_], b = b_[j_];                                \
-                (out)[i_ + j_] = (EXPR);                                           \
-            }                                                                      \
-        }                                                                          \
-        for (; i_ < (hi); i_++) {                                                  \
-            const float a = (x1)[i_], b = (x2)[i_];                                \
-            (out)[i_] = (EXPR);                                                    \
-        }                                                                          \
-    } while (0)
 
 #define RANGE(k, t)                                                                \
     int64_t lo, hi;                                                                \
@@ -94,7 +58,7 @@ void asp_relu_forward(const asp_kctx *k)
     RANGE(k, ASP_TOUT(k, 0));
     const float *x = ASP_IN(k, 0);
     float *y = ASP_OUT(k, 0);
-    VEC16_1(lo, hi, x, y, a > 0.0f ? a : 0.0f);
+    ASP_VEC16_1(lo, hi, x, y, a > 0.0f ? a : 0.0f);
 }
 
 aspen_status asp_relu_backward(aspen_graph *g, const asp_node *n, const aspen_tensor *dout,
@@ -108,7 +72,7 @@ void asp_relu_bwd_forward(const asp_kctx *k)
     RANGE(k, ASP_TOUT(k, 0));
     const float *dy = ASP_IN(k, 0), *y = ASP_IN(k, 1);
     float *dx = ASP_OUT(k, 0);
-    VEC16_2(lo, hi, y, dy, dx, a > 0.0f ? b : 0.0f);
+    ASP_VEC16_2(lo, hi, y, dy, dx, a > 0.0f ? b : 0.0f);
 }
 
 void asp_leaky_relu_forward(const asp_kctx *k)
@@ -117,7 +81,7 @@ void asp_leaky_relu_forward(const asp_kctx *k)
     const float *x = ASP_IN(k, 0);
     float *y = ASP_OUT(k, 0);
     float s = k->node->a.leaky.slope;
-    VEC16_1(lo, hi, x, y, a > 0.0f ? a : s * a);
+    ASP_VEC16_1(lo, hi, x, y, a > 0.0f ? a : s * a);
 }
 
 aspen_status asp_leaky_relu_backward(aspen_graph *g, const asp_node *n, const aspen_tensor *dout,
@@ -134,7 +98,7 @@ void asp_leaky_relu_bwd_forward(const asp_kctx *k)
     const float *dy = ASP_IN(k, 0), *y = ASP_IN(k, 1);
     float *dx = ASP_OUT(k, 0);
     float s = k->node->a.leaky.slope;
-    VEC16_2(lo, hi, y, dy, dx, a > 0.0f ? b : s * b);
+    ASP_VEC16_2(lo, hi, y, dy, dx, a > 0.0f ? b : s * b);
 }
 
 void asp_sigmoid_forward(const asp_kctx *k)
@@ -156,7 +120,7 @@ void asp_sigmoid_bwd_forward(const asp_kctx *k)
     RANGE(k, ASP_TOUT(k, 0));
     const float *dy = ASP_IN(k, 0), *y = ASP_IN(k, 1);
     float *dx = ASP_OUT(k, 0);
-    VEC16_2(lo, hi, y, dy, dx, b * a * (1.0f - a));
+    ASP_VEC16_2(lo, hi, y, dy, dx, b * a * (1.0f - a));
 }
 
 void asp_tanh_forward(const asp_kctx *k)
@@ -178,7 +142,7 @@ void asp_tanh_bwd_forward(const asp_kctx *k)
     RANGE(k, ASP_TOUT(k, 0));
     const float *dy = ASP_IN(k, 0), *y = ASP_IN(k, 1);
     float *dx = ASP_OUT(k, 0);
-    VEC16_2(lo, hi, y, dy, dx, b * (1.0f - a * a));
+    ASP_VEC16_2(lo, hi, y, dy, dx, b * (1.0f - a * a));
 }
 
 aspen_status asp_mul_infer(const aspen_graph *g, const asp_node *n, asp_tensor **out)
@@ -191,7 +155,7 @@ void asp_mul_forward(const asp_kctx *k)
     RANGE(k, ASP_TOUT(k, 0));
     const float *pa = ASP_IN(k, 0), *pb = ASP_IN(k, 1);
     float *y = ASP_OUT(k, 0);
-    VEC16_2(lo, hi, pa, pb, y, a * b);
+    ASP_VEC16_2(lo, hi, pa, pb, y, a * b);
 }
 
 aspen_status asp_mul_backward(aspen_graph *g, const asp_node *n, const aspen_tensor *dout,

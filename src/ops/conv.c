@@ -28,6 +28,15 @@
  *     are at least 4 per vertex, else the output channels (rows of dW), each
  *     vertex then building the whole (small) col: ResNet's conv1 (C = 3) and
  *     LeNet's (C = 1) keep both threads busy.
+ * Inference batch norm: the compiler may fold a following batchnorm
+ * (training = 0) and ReLU into the convolution (src/compiler/fuse_conv.c).
+ * The node then has inputs x, w, [b], gamma, beta, running_mean, running_var
+ * (n_in 6 or 7), keeps its conv attributes in a.sh.conv (the same bytes as
+ * a.conv) and carries the batch norm's eps in a.sh.beta and "ReLU follows" in
+ * a.sh.axis. Each vertex turns the statistics into a per-channel scale and
+ * shift (the batch norm's own arithmetic, plus the conv bias times the scale)
+ * in its scratch, and the GEMM's epilogue applies them and the ReLU: the
+ * output is written once instead of three times.
  * Determinism: every GEMM reduces each element over K in the same order
  * whatever its extent, the tiles do not depend on the vertex count, col2im
  * folds a plane in a fixed (tile, kh, kw, oh) order, and the weight gradient
@@ -36,6 +45,7 @@
  * (faster for tiny C*M, but the sum order would follow the threads), direct
  * and Winograd 3x3 kernels (not measured to win yet).
  */
+#include <math.h>
 #include <string.h>
 
 #include "kernels/gemm.h"
@@ -107,6 +117,45 @@ static int64_t tile_p(const conv_geom *c)
 static size_t tile_bytes(const conv_geom *c)
 {
     return is_pointwise(c) ? 0 : (size_t)(c->Cg * c->KK * tile_p(c)) * sizeof(float);
+}
+
+/* Whether the node carries a folded batch norm (see the top), and its bias. */
+static int bn_folded(const asp_node *n) { return n->n_in >= 6; }
+static int has_bias(const asp_node *n) { return n->n_in == 3 || n->n_in == 7; }
+
+/* Bytes of the per-channel scale and shift of a folded batch norm, (2, M),
+ * at the start of the scratch (the im2col tile follows). */
+static size_t epilogue_bytes(const asp_node *n, const conv_geom *c)
+{
+    return bn_folded(n) ? (2 * (size_t)c->M * sizeof(float) + 63) & ~(size_t)63 : 0;
+}
+
+/* The epilogue of every GEMM of a forward node, per output channel. */
+typedef struct {
+    const float *scale, *bias; /* (M) each, or NULL */
+    asp_act act;
+} conv_epilogue;
+
+static conv_epilogue make_epilogue(const asp_kctx *k, const conv_geom *c)
+{
+    const asp_node *n = k->node;
+    conv_epilogue e = {NULL, has_bias(n) ? ASP_IN(k, 2) : NULL, ASP_ACT_NONE};
+    if (!bn_folded(n)) return e;
+    const int o = has_bias(n);
+    const float *gamma = ASP_IN(k, 2 + o), *beta = ASP_IN(k, 3 + o);
+    const float *rmean = ASP_IN(k, 4 + o), *rvar = ASP_IN(k, 5 + o);
+    float *scale = k->scratch, *shift = scale + c->M; /* (M) each */
+    for (int64_t m = 0; m < c->M; m++) {
+        /* batchnorm's forward: invstd, scale = gamma * invstd, shift = beta - mean * scale */
+        const float invstd = (float)(1.0 / sqrt((double)rvar[m] + n->a.sh.beta));
+        const float sc = gamma[m] * invstd;
+        scale[m] = sc;
+        shift[m] = beta[m] - rmean[m] * sc + (e.bias ? e.bias[m] * sc : 0.0f);
+    }
+    e.scale = scale;
+    e.bias = shift;
+    e.act = n->a.sh.axis ? ASP_ACT_RELU : ASP_ACT_NONE;
+    return e;
 }
 
 /* Vertices splitting n units among threads, at most one per unit. */
@@ -196,7 +245,7 @@ int asp_conv2d_vertices(const asp_tensor *t, const asp_node *n, int threads)
 size_t asp_conv2d_scratch(const asp_tensor *t, const asp_node *n)
 {
     conv_geom c = geom(&t[n->in[0]], &t[n->in[1]], &n->a.conv);
-    return tile_bytes(&c);
+    return epilogue_bytes(n, &c) + tile_bytes(&c);
 }
 
 double asp_conv2d_macs(const asp_tensor *t, const asp_node *n)
@@ -205,15 +254,14 @@ double asp_conv2d_macs(const asp_tensor *t, const asp_node *n)
     return (double)c.N * (double)c.M * (double)c.P * (double)(c.Cg * c.KK);
 }
 
-/* y[n, g*Mg + r0 : g*Mg + r1, p0:p1] = W rows * col(x[n,g])[:, p0:p1] + b. */
-static void forward_block(const asp_kctx *k, const conv_geom *c, int64_t n, int64_t gi,
-                          int64_t r0, int64_t r1, int64_t p0, int64_t p1)
+/* y[n, g*Mg + r0 : g*Mg + r1, p0:p1] = epilogue(W rows * col(x[n,g])[:, p0:p1]). */
+static void forward_block(const asp_kctx *k, const conv_geom *c, const conv_epilogue *e,
+                          int64_t n, int64_t gi, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
 {
     const asp_im2col_geom ig = im2col_geom(c);
     const float *x = ASP_IN(k, 0) /* (N, C, H, W) */, *w = ASP_IN(k, 1) /* (M, Cg, KH, KW) */;
-    const float *b = k->node->n_in == 3 ? ASP_IN(k, 2) : NULL;
     float *y = ASP_OUT(k, 0) /* (N, M, OH, OW) */;
-    float *col = k->scratch; /* (Cg*KK, <= T) */
+    float *col = (float *)((char *)k->scratch + epilogue_bytes(k->node, c)); /* (Cg*KK, <= T) */
     const int64_t Kd = c->Cg * c->KK, m0 = gi * c->Mg + r0;
     const float *xg = x + (n * c->C + gi * c->Cg) * c->H * c->W;
     const float *B = xg + p0;
@@ -223,7 +271,8 @@ static void forward_block(const asp_kctx *k, const conv_geom *c, int64_t n, int6
         B = col;
         ldb = p1 - p0;
     }
-    asp_epilogue ep = {b ? b + m0 : NULL, NULL, ASP_ACT_NONE};
+    asp_epilogue ep = {e->bias ? e->bias + m0 : NULL, NULL, e->act,
+                       e->scale ? e->scale + m0 : NULL};
     asp_sgemm(0, 0, r1 - r0, p1 - p0, Kd, 1.0f, w + m0 * Kd, Kd, B, ldb, 0.0f,
               y + (n * c->M + m0) * c->P + p0, c->P, &ep, 0, 1, k->gemm_scratch);
 }
@@ -232,9 +281,10 @@ void asp_conv2d_forward(const asp_kctx *k)
 {
     conv_geom c = geom(ASP_TIN(k, 0), ASP_TIN(k, 1), &k->node->a.conv);
     const int64_t T = tile_p(&c);
+    const conv_epilogue e = make_epilogue(k, &c);
     if (!split_rows(&c)) {
         for (col_iter it = col_iter_start(&c, k); col_iter_next(&it, &c, T);)
-            forward_block(k, &c, it.n, it.g, 0, c.Mg, it.p0, it.p1);
+            forward_block(k, &c, &e, it.n, it.g, 0, c.Mg, it.p0, it.p1);
         return;
     }
     int64_t lo, hi;
@@ -245,7 +295,7 @@ void asp_conv2d_forward(const asp_kctx *k)
         if (r0 >= r1) continue;
         for (int64_t n = 0; n < c.N; n++)
             for (int64_t p0 = 0; p0 < c.P; p0 += T)
-                forward_block(k, &c, n, gi, r0, r1, p0, ASP_MIN(c.P, p0 + T));
+                forward_block(k, &c, &e, n, gi, r0, r1, p0, ASP_MIN(c.P, p0 + T));
     }
 }
 

@@ -6,8 +6,16 @@
  * unbiased variance (PyTorch's convention) - the op writes them in place
  * (ASP_OPF_MUTATES). Inference: the running statistics normalise. Either way
  * the op also outputs the mean and 1/sqrt(var + eps) it used, which is all the
- * backward op needs besides x, gamma and dy. Sums run in double, per channel,
- * in a fixed order; vertices split the channels.
+ * backward op needs besides x, gamma and dy. Vertices split the channels.
+ *
+ * Sums: one pass over x gives sum(x - k) and sum((x - k)^2), k = the
+ * channel's first element (a shift near the mean, so the variance does not
+ * cancel); each run of up to ASP_VEC_BLOCK elements of a plane is summed in
+ * 16 float lanes (vectorised, kernels/vec.h) and the runs are folded into
+ * double accumulators in order. The order is a function of the shape only,
+ * so results are deterministic and independent of the thread split. This
+ * replaced a two-pass double sum per element (about 10% of a ResNet-50
+ * training step). The backward op sums dy and dy * (x - mean) the same way.
  *
  * Dropout keeps an element when a counter-based hash of (seed, step, node,
  * element) clears p, and scales kept ones by 1/(1-p); the mask is an output
@@ -16,6 +24,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/vec.h"
 #include "ops/ops.h"
 
 aspen_status asp_bn_infer(const aspen_graph *g, const asp_node *n, asp_tensor **out)
@@ -45,15 +54,38 @@ int asp_bn_vertices(const asp_tensor *t, const asp_node *n, int threads)
     return v < threads ? (int)v : threads;
 }
 
+/* y[:, c] = x[:, c] * scale + shift with scale = gamma * invstd and
+ * shift = beta - mean * scale: the forward, batchnorm_apply and (in the
+ * backward's recomputation) the same arithmetic, bit for bit. */
 static void apply_channel(const float *x, float *y, int64_t N, int64_t C, int64_t S, int64_t c,
                           float gamma, float beta, float mean, float invstd)
 {
-    float scale = gamma * invstd, shift = beta - mean * scale;
+    const float scale = gamma * invstd, shift = beta - mean * scale;
     for (int64_t i = 0; i < N; i++) {
         const float *p = x + (i * C + c) * S;
         float *q = y + (i * C + c) * S;
-        for (int64_t j = 0; j < S; j++) q[j] = p[j] * scale + shift;
+        ASP_VEC16_1(0, S, p, q, a * scale + shift);
     }
+}
+
+/* Mean and biased variance of channel c of x (N, C, S) (see the top). */
+static void channel_stats(const float *x, int64_t N, int64_t C, int64_t S, int64_t c, double *mean,
+                          double *var)
+{
+    const float k = x[c * S];
+    double s1 = 0.0, s2 = 0.0;
+    for (int64_t i = 0; i < N; i++) {
+        const float *p = x + (i * C + c) * S;
+        for (int64_t j = 0; j < S; j += ASP_VEC_BLOCK) {
+            float b1, b2;
+            asp_vec_shifted_sums(p + j, ASP_MIN(S - j, (int64_t)ASP_VEC_BLOCK), k, &b1, &b2);
+            s1 += b1;
+            s2 += b2;
+        }
+    }
+    const double cnt = (double)(N * S), d = s1 / cnt;
+    *mean = k + d;
+    *var = ASP_MAX(s2 / cnt - d * d, 0.0);
 }
 
 void asp_bn_forward(const asp_kctx *k)
@@ -66,22 +98,12 @@ void asp_bn_forward(const asp_kctx *k)
     const aspen_bn_attrs *a = &k->node->a.bn;
     int64_t lo, hi;
     asp_split(C, k->nvertex, k->vertex, 1, &lo, &hi);
-    double cnt = (double)(N * S);
+    const double cnt = (double)(N * S);
     for (int64_t c = lo; c < hi; c++) {
         double m, var;
         if (a->training) {
-            double s = 0.0, ss = 0.0;
-            for (int64_t i = 0; i < N; i++) {
-                const float *p = x + (i * C + c) * S;
-                for (int64_t j = 0; j < S; j++) s += p[j];
-            }
-            m = s / cnt;
-            for (int64_t i = 0; i < N; i++) {
-                const float *p = x + (i * C + c) * S;
-                for (int64_t j = 0; j < S; j++) ss += (p[j] - m) * (p[j] - m);
-            }
-            var = ss / cnt;
-            double unbiased = cnt > 1 ? ss / (cnt - 1) : var;
+            channel_stats(x, N, C, S, c, &m, &var);
+            const double unbiased = cnt > 1 ? var * cnt / (cnt - 1) : var;
             rmean[c] = (float)((1.0 - a->momentum) * rmean[c] + a->momentum * m);
             rvar[c] = (float)((1.0 - a->momentum) * rvar[c] + a->momentum * unbiased);
         } else {
@@ -156,26 +178,31 @@ void asp_bn_bwd_forward(const asp_kctx *k)
     int training = k->node->a.bn.training;
     int64_t lo, hi;
     asp_split(C, k->nvertex, k->vertex, 1, &lo, &hi);
-    double cnt = (double)(N * S);
+    const double cnt = (double)(N * S);
     for (int64_t c = lo; c < hi; c++) {
-        double sdy = 0.0, sdyx = 0.0;
-        float m = mean[c], is = invstd[c];
+        double sdy = 0.0, sdyx = 0.0; /* sum dy, sum dy * (x - mean) */
+        const float m = mean[c], is = invstd[c];
         for (int64_t i = 0; i < N; i++) {
             const float *p = x + (i * C + c) * S, *d = dy + (i * C + c) * S;
-            for (int64_t j = 0; j < S; j++) {
-                sdy += d[j];
-                sdyx += (double)d[j] * (double)((p[j] - m) * is);
+            for (int64_t j = 0; j < S; j += ASP_VEC_BLOCK) {
+                float b1, b2;
+                asp_vec_dot_sums(d + j, p + j, ASP_MIN(S - j, (int64_t)ASP_VEC_BLOCK), m, &b1,
+                                 &b2);
+                sdy += b1;
+                sdyx += b2;
             }
         }
+        sdyx *= is; /* sum dy * xhat */
         dbeta[c] = (float)sdy;
         dgamma[c] = (float)sdyx;
-        float gi = gamma[c] * is;
-        float a1 = training ? (float)(sdy / cnt) : 0.0f;
-        float a2 = training ? (float)(sdyx / cnt) : 0.0f;
+        /* dx = gamma * is * (dy - a1 - xhat * a2) = ga * dy + gb * (x - m) + gc */
+        const double gi = (double)gamma[c] * is;
+        const double a1 = training ? sdy / cnt : 0.0, a2 = training ? sdyx / cnt : 0.0;
+        const float ga = (float)gi, gb = (float)(-gi * is * a2), gc = (float)(-gi * a1);
         for (int64_t i = 0; i < N; i++) {
             const float *p = x + (i * C + c) * S, *d = dy + (i * C + c) * S;
             float *q = dx + (i * C + c) * S;
-            for (int64_t j = 0; j < S; j++) q[j] = gi * (d[j] - a1 - (p[j] - m) * is * a2);
+            ASP_VEC16_2(0, S, d, p, q, ga * a + gb * (b - m) + gc);
         }
     }
 }

@@ -10,6 +10,7 @@
  */
 #include <string.h>
 
+#include "kernels/vec.h"
 #include "ops/ops.h"
 
 /* b's shape padded to a's rank on the left with ones. */
@@ -40,12 +41,12 @@ aspen_status asp_add_infer(const aspen_graph *g, const asp_node *n, asp_tensor *
 void asp_add_forward(const asp_kctx *k)
 {
     const asp_tensor *at = ASP_TIN(k, 0), *bt = ASP_TIN(k, 1);
-    const float *a = ASP_IN(k, 0), *b = ASP_IN(k, 1);
+    const float *pa = ASP_IN(k, 0), *pb = ASP_IN(k, 1);
     float *y = ASP_OUT(k, 0);
     int64_t lo, hi;
     asp_split(asp_numel(at), k->nvertex, k->vertex, 16, &lo, &hi);
     if (asp_numel(bt) == asp_numel(at)) {
-        for (int64_t i = lo; i < hi; i++) y[i] = a[i] + b[i];
+        ASP_VEC16_2(lo, hi, pa, pb, y, a + b); /* vectorised; y may be a (in place) */
         return;
     }
     int D = at->ndim;
@@ -63,7 +64,7 @@ void asp_add_forward(const asp_kctx *k)
         bi += coord[d] * bstride[d];
     }
     for (int64_t i = lo; i < hi; i++) {
-        y[i] = a[i] + b[bi];
+        y[i] = pa[i] + pb[bi];
         for (int d = D - 1; d >= 0; d--) {
             coord[d]++;
             bi += bstride[d];

@@ -204,7 +204,7 @@ aspen_status aspen_engine_new(const aspen_program *p, aspen_store *store, int th
             e->data[i] = e->arena + pl->offset;
         } else if (pl->storage == ASP_STORE_IO) {
             e->data[i] = e->io + pl->offset;
-        } else {
+        } else if (pl->storage == ASP_STORE_PERSISTENT) {
             int created = aspen_store_find(store, t->name) < 0, idx;
             st = aspen_store_add(store, t->name, t->ndim, t->shape, &idx);
             if (st != ASPEN_OK) goto fail;

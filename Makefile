@@ -116,8 +116,10 @@ test: $(B)/test_aspen $(B)/aspen $(B)/api_mlp
 	ASPEN_BIN=$(B)/aspen $(B)/test_aspen $(TEST)
 	$(MAKE) --no-print-directory SANITIZE=address,undefined test-one
 
+# Under sanitizers the kill-and-resume test (tests/test_resume.c) kills 5 times, not 20.
 test-one: $(B)/test_aspen $(B)/aspen $(B)/api_mlp
-	ASPEN_BIN=$(B)/aspen ASAN_OPTIONS=detect_leaks=1 $(B)/test_aspen $(TEST)
+	ASPEN_BIN=$(B)/aspen ASPEN_TEST_KILLS=$(if $(SANITIZE),5,20) ASAN_OPTIONS=detect_leaks=1 \
+	    $(B)/test_aspen $(TEST)
 
 # Allocation-failure injection (tests/test_failalloc.c) under ASan+UBSan+LSan.
 test-failalloc:

@@ -733,7 +733,8 @@ static aspen_status h_reshape(ox_ctx *c)
             if (neg >= 0) return ox_fail(c, ASPEN_EINVAL, "two -1 in the shape");
             neg = d;
         } else if (s[d] < 0) return ox_fail(c, ASPEN_EINVAL, "negative dimension");
-        else known *= s[d];
+        else if (s[d] > ((int64_t)1 << 31) || (known *= s[d]) > ((int64_t)1 << 31))
+            return ox_fail(c, ASPEN_EINVAL, "shape of more than 2^31 elements");
     }
     if (neg >= 0) s[neg] = known ? x->n / known : 0;
     int64_t total = 1;

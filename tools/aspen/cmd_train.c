@@ -406,6 +406,11 @@ int cmd_train(int argc, char **argv)
     o.progress = progress;
     o.user = &pc;
     if (!m) st = aspen_model_load(a.pos[0], &m);
+    if (st == ASPEN_OK && out && !aspen_model_text(m)) {
+        rc = cli_usage_error("train", "--out: checkpoints of models imported from ONNX are not "
+                                      "supported yet (train without --out, or start from a cfg)");
+        goto done;
+    }
     if (st == ASPEN_OK) st = aspen_dataset_load(data, 1, &train);
     if (st == ASPEN_OK) st = aspen_dataset_load(data, 0, &test);
     if (st == ASPEN_OK && !store) {

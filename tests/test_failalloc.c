@@ -23,6 +23,7 @@
  * through asp_malloc); cJSON's are, through cJSON_InitHooks. Set
  * ASPEN_FAILALLOC_TRACE=1 to see each run's failing allocation on stderr.
  */
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,7 @@ TEST(failalloc_needs_the_injection_build) {}
 #include <cjson/cJSON.h>
 
 #include "core/core.h"
+#include "io/onnx.h"
 
 /* A leak check after every run would dominate the time (LeakSanitizer scans
  * the heap), so the allocator's live byte count is compared instead and the
@@ -75,6 +77,7 @@ typedef struct {
 } fa_report;
 
 static int fa_cjson_failed; /* a cJSON allocation failed in this run */
+static int fa_quiet;        /* no summary line per loop */
 
 /* Run s with the n-th allocation failing (sticky: and all after). Returns
  * whether the run allocated fewer than n times (nothing was injected). */
@@ -133,6 +136,7 @@ static int fa_loop(const char *name, fa_scenario s, void *ctx, fa_report *r)
         asp_test_fail(__FILE__, __LINE__, "%s: leak", name);
         return 1;
     }
+    if (fa_quiet) return 0;
     printf("  %s: %ld allocations, %ld runs, %ld failures absorbed, %ld cJSON failures "
            "reported as format errors\n", r->name, r->allocations, r->runs, r->swallowed, r->cjson);
     fflush(stdout);
@@ -309,10 +313,60 @@ TEST(failalloc_load_checkpoint)
     CHECK(!bad);
 }
 
+/* The importer itself, as the ONNX fuzz target drives it: parse, build
+ * (batch 1), initializers into a store, compile. */
+static aspen_status scenario_onnx_import(void *p)
+{
+    asp_onnx_model *m = NULL;
+    aspen_graph *g = NULL;
+    aspen_store *s = NULL;
+    aspen_program *prog = NULL;
+    aspen_status st = asp_onnx_load(p, &m);
+    if (st == ASPEN_OK && !(g = aspen_graph_new())) st = ASPEN_ENOMEM;
+    if (st == ASPEN_OK) st = asp_onnx_build(m, g, 1, 0, NULL, NULL);
+    if (st == ASPEN_OK && !(s = aspen_store_new(1))) st = ASPEN_ENOMEM;
+    if (st == ASPEN_OK) st = asp_onnx_init_store(m, s);
+    aspen_compile_opts co = {.threads = 1};
+    if (st == ASPEN_OK) st = aspen_compile(g, &co, &prog);
+    aspen_program_free(prog);
+    aspen_store_free(s);
+    aspen_graph_free(g);
+    asp_onnx_free(m);
+    return st;
+}
+
+/* The exported model as a model file (model.c's ONNX path), then every ONNX
+ * seed of the fuzzer the importer builds (one model per op type: the
+ * constant folding of shape arithmetic allocates on its own). */
 TEST(failalloc_load_onnx)
 {
     fa_report r;
-    CHECK(!fa_loop("onnx", scenario_onnx, "tests/fuzz/corpus/onnx/tiny-export.onnx", &r));
+    CHECK(!fa_loop("onnx model", scenario_onnx, "tests/fuzz/corpus/onnx/tiny-export.onnx", &r));
+    const char *dir = "tests/fuzz/corpus/onnx";
+    DIR *d = opendir(dir);
+    CHECK(d != NULL);
+    struct dirent *e;
+    int models = 0, bad = 0;
+    long allocations = 0, runs = 0, absorbed = 0;
+    fa_quiet = 1;
+    while (!bad && (e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n < 5 || strcmp(e->d_name + n - 5, ".onnx") != 0) continue;
+        char path[512];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        if (scenario_onnx_import(path) != ASPEN_OK) continue; /* unsupported: not this test's */
+        bad = fa_loop(path, scenario_onnx_import, path, &r);
+        models++;
+        allocations += r.allocations;
+        runs += r.runs;
+        absorbed += r.swallowed;
+    }
+    fa_quiet = 0;
+    closedir(d);
+    CHECK(!bad);
+    printf("  onnx seeds: %d models, %ld allocations, %ld runs, %ld failures absorbed\n", models,
+           allocations, runs, absorbed);
+    CHECK(models >= 20);
 }
 
 /* ---------------------------------------------------------------- train */

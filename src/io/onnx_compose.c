@@ -185,8 +185,8 @@ aspen_status ox_h_cast(ox_ctx *c)
     c->out_dtype = to;
     if (x->is_const && x->t == ASPEN_NONE) {
         size_t n = (size_t)(x->n ? x->n : 1);
-        float *f = to_int ? NULL : malloc(n * sizeof(float));
-        int64_t *iv = to_int ? malloc(n * sizeof(int64_t)) : NULL;
+        float *f = to_int ? NULL : asp_malloc(n * sizeof(float));
+        int64_t *iv = to_int ? asp_malloc(n * sizeof(int64_t)) : NULL;
         if (!f && !iv) return asp_err(ASPEN_ENOMEM, "out of memory");
         for (int64_t k = 0; k < x->n; k++) {
             if (f) f[k] = asp_ox_cast_scalar(x->f ? x->f[k] : (float)x->i[k], to);
@@ -351,7 +351,7 @@ static aspen_status nll(ox_ctx *c, aspen_tensor x, aspen_tensor t, aspen_tensor 
     aspen_tensor tr = ox_reshape(c, t, nd, s); /* (N, 1, d...) */
     int64_t cs[ASPEN_MAX_DIMS];
     for (int d = 0; d < nd; d++) cs[d] = d == 1 ? C : 1;
-    float *cls = malloc((size_t)C * sizeof(float));
+    float *cls = asp_malloc((size_t)C * sizeof(float));
     if (!cls) return asp_err(ASPEN_ENOMEM, "out of memory");
     for (int64_t k = 0; k < C; k++) cls[k] = (float)k;
     aspen_tensor mask = ox_op2(c, ASP_OP_EQUAL, tr, ox_const_tensor(c, nd, cs, cls));
@@ -394,7 +394,7 @@ aspen_status ox_h_size(ox_ctx *c)
 {
     ox_val *x = ox_in(c, 0);
     if (!x) return ox_fail(c, ASPEN_EINVAL, "input 0 missing");
-    int64_t *r = malloc(sizeof(int64_t));
+    int64_t *r = asp_malloc(sizeof(int64_t));
     if (!r) return asp_err(ASPEN_ENOMEM, "out of memory");
     *r = x->n;
     c->out_dtype = OX_INT64;
@@ -405,7 +405,7 @@ aspen_status ox_h_trilu(ox_ctx *c)
 {
     ox_val *xv = ox_in(c, 0);
     if (xv && xv->is_const && xv->n == 0) { /* empty in, empty out */
-        float *f = calloc(1, sizeof(float));
+        float *f = asp_calloc(1, sizeof(float));
         if (!f) return asp_err(ASPEN_ENOMEM, "out of memory");
         return ox_set_const(c, 0, xv->ndim, xv->shape, f, NULL);
     }
@@ -420,7 +420,7 @@ aspen_status ox_h_trilu(ox_ctx *c)
     }
     if (n * m == 0) return ox_fail(c, ASPEN_EUNSUPPORTED, "empty tensors are not supported");
     int upper = ox_attr_i(c, "upper", 1) != 0;
-    float *mask = malloc((size_t)(n * m) * sizeof(float));
+    float *mask = asp_malloc((size_t)(n * m) * sizeof(float));
     if (!mask) return asp_err(ASPEN_ENOMEM, "out of memory");
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < m; j++) mask[i * m + j] = upper ? j - i >= k : j - i <= k;
@@ -582,7 +582,7 @@ aspen_tensor ox_pool_slices(ox_ctx *c, aspen_tensor x, const ox_conv_par *p, int
         int64_t ms[ASPEN_MAX_DIMS], m = 1;
         ms[0] = ms[1] = 1;
         for (int i = 0; i < n; i++) m *= ms[2 + i] = xs[2 + i] + pb[2 + i] + pe[2 + i];
-        float *mk = malloc((size_t)m * sizeof(float));
+        float *mk = asp_malloc((size_t)m * sizeof(float));
         if (!mk) return asp_graph_fail(c->g, ASPEN_ENOMEM, "out of memory");
         for (int64_t j = 0; j < m; j++) {
             int64_t r = j, inside = 1;

@@ -78,7 +78,7 @@ static aspen_status h_unary(ox_ctx *c)
     const char *t = c->node->op_type;
     ox_val *xv = ox_in(c, 0);
     if (xv && xv->is_const && xv->t == ASPEN_NONE && xv->i && (!strcmp(t, "Neg") || !strcmp(t, "Abs"))) {
-        int64_t *r = malloc((size_t)(xv->n ? xv->n : 1) * sizeof(int64_t)); /* shape arithmetic */
+        int64_t *r = asp_malloc((size_t)(xv->n ? xv->n : 1) * sizeof(int64_t)); /* shape arithmetic */
         if (!r) return asp_err(ASPEN_ENOMEM, "out of memory");
         for (int64_t k = 0; k < xv->n; k++) r[k] = t[0] == 'N' ? -xv->i[k] : llabs(xv->i[k]);
         return ox_set_const(c, 0, xv->ndim, xv->shape, NULL, r);
@@ -159,7 +159,7 @@ static int fold_int_binary(ox_ctx *c, const char *t, ox_val *a, ox_val *b, aspen
     if (!(a->n == b->n || b->n == 1 || a->n == 1)) return 0;
     ox_val *big = a->n >= b->n ? a : b;
     int64_t n = big->n;
-    int64_t *r = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+    int64_t *r = asp_malloc((size_t)(n ? n : 1) * sizeof(int64_t));
     if (!r) {
         *st = asp_err(ASPEN_ENOMEM, "out of memory");
         return 1;
@@ -646,7 +646,7 @@ static aspen_status h_dropout(ox_ctx *c)
     NEED(t, 0);
     if (want_mask) { /* identity: the mask keeps everything */
         size_t n = (size_t)(x->n ? x->n : 1);
-        float *ones = malloc(n * sizeof(float));
+        float *ones = asp_malloc(n * sizeof(float));
         if (!ones) return asp_err(ASPEN_ENOMEM, "out of memory");
         for (size_t k = 0; k < n; k++) ones[k] = 1.0f;
         c->out_dtype = OX_BOOL;
@@ -698,8 +698,8 @@ static aspen_status set_like(ox_ctx *c, ox_val *x, int ndim, const int64_t *shap
         float *f = NULL;
         int64_t *iv = NULL;
         size_t n = (size_t)(x->n ? x->n : 1);
-        if (x->f && (f = malloc(n * sizeof(float)))) memcpy(f, x->f, (size_t)x->n * sizeof(float));
-        if (x->i && (iv = malloc(n * sizeof(int64_t)))) memcpy(iv, x->i, (size_t)x->n * sizeof(int64_t));
+        if (x->f && (f = asp_malloc(n * sizeof(float)))) memcpy(f, x->f, (size_t)x->n * sizeof(float));
+        if (x->i && (iv = asp_malloc(n * sizeof(int64_t)))) memcpy(iv, x->i, (size_t)x->n * sizeof(int64_t));
         if (!f && !iv) return asp_err(ASPEN_ENOMEM, "out of memory");
         return ox_set_const(c, 0, ndim, shape, f, iv);
     }
@@ -818,7 +818,7 @@ static aspen_status h_shape(ox_ctx *c)
     end = ox_norm_axis(end, x->ndim);
     start = start < 0 ? 0 : start > x->ndim ? x->ndim : start;
     end = end < start ? start : end > x->ndim ? x->ndim : end;
-    int64_t *r = malloc(sizeof(int64_t) * ASPEN_MAX_DIMS), n = end - start;
+    int64_t *r = asp_malloc(sizeof(int64_t) * ASPEN_MAX_DIMS), n = end - start;
     if (!r) return asp_err(ASPEN_ENOMEM, "out of memory");
     for (int d = start; d < end; d++) r[d - start] = x->shape[d];
     return ox_set_const(c, 0, 1, &n, NULL, r);
@@ -832,8 +832,8 @@ static aspen_status h_constant(ox_ctx *c)
         const Onnx__AttributeProto *fs = ox_attr(c, "value_floats"), *is = ox_attr(c, "value_ints");
         int64_t one = 1, n;
         if (f || i) {
-            float *fv = f ? malloc(sizeof(float)) : NULL;
-            int64_t *iv = i ? malloc(sizeof(int64_t)) : NULL;
+            float *fv = f ? asp_malloc(sizeof(float)) : NULL;
+            int64_t *iv = i ? asp_malloc(sizeof(int64_t)) : NULL;
             if (fv) fv[0] = f->f;
             if (iv) iv[0] = i->i;
             if (!fv && !iv) return asp_err(ASPEN_ENOMEM, "out of memory");
@@ -841,14 +841,14 @@ static aspen_status h_constant(ox_ctx *c)
         }
         if (fs) {
             n = (int64_t)fs->n_floats;
-            float *fv = malloc((size_t)(n ? n : 1) * sizeof(float));
+            float *fv = asp_malloc((size_t)(n ? n : 1) * sizeof(float));
             if (!fv) return asp_err(ASPEN_ENOMEM, "out of memory");
             if (n) memcpy(fv, fs->floats, (size_t)n * sizeof(float));
             return ox_set_const(c, 0, 1, &n, fv, NULL);
         }
         if (is) {
             n = (int64_t)is->n_ints;
-            int64_t *iv = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+            int64_t *iv = asp_malloc((size_t)(n ? n : 1) * sizeof(int64_t));
             if (!iv) return asp_err(ASPEN_ENOMEM, "out of memory");
             if (n) memcpy(iv, is->ints, (size_t)n * sizeof(int64_t));
             return ox_set_const(c, 0, 1, &n, NULL, iv);
@@ -890,8 +890,8 @@ static aspen_status h_constant_of_shape(ox_ctx *c)
         free(iv);
     }
     size_t m = (size_t)(total ? total : 1);
-    float *f = is_int ? NULL : malloc(m * sizeof(float));
-    int64_t *iv = is_int ? malloc(m * sizeof(int64_t)) : NULL;
+    float *f = is_int ? NULL : asp_malloc(m * sizeof(float));
+    int64_t *iv = is_int ? asp_malloc(m * sizeof(int64_t)) : NULL;
     if (!f && !iv) return asp_err(ASPEN_ENOMEM, "out of memory");
     for (int64_t k = 0; k < total; k++) {
         if (f) f[k] = (float)val;
@@ -931,7 +931,7 @@ static aspen_status h_concat(ox_ctx *c)
     if (all_int_const) {
         int64_t total = 0;
         for (int i = 0; i < n; i++) total += ox_in(c, i)->n;
-        int64_t *r = malloc((size_t)(total ? total : 1) * sizeof(int64_t)), k = 0;
+        int64_t *r = asp_malloc((size_t)(total ? total : 1) * sizeof(int64_t)), k = 0;
         if (!r) return asp_err(ASPEN_ENOMEM, "out of memory");
         for (int i = 0; i < n; i++)
             for (int64_t j = 0; j < ox_in(c, i)->n; j++) r[k++] = ox_in(c, i)->i[j];
@@ -988,7 +988,7 @@ static aspen_status h_gather(ox_ctx *c)
             if (ix->i[k] < -x->shape[axis] || ix->i[k] >= x->shape[axis])
                 return ox_fail(c, ASPEN_EINVAL, "index %lld out of range", (long long)ix->i[k]);
     if (x->is_const && x->is_int && x->ndim == 1 && ix->is_const && ix->is_int && ix->ndim <= 1) {
-        int64_t n = ix->n, *r = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+        int64_t n = ix->n, *r = asp_malloc((size_t)(n ? n : 1) * sizeof(int64_t));
         if (!r) return asp_err(ASPEN_ENOMEM, "out of memory");
         for (int64_t k = 0; k < n; k++) r[k] = x->i[ix->i[k] < 0 ? ix->i[k] + x->n : ix->i[k]];
         return ox_set_const(c, 0, ix->ndim, ix->shape, NULL, r);
@@ -1007,8 +1007,8 @@ static aspen_status h_gather(ox_ctx *c)
 /* a constant output of this shape with no elements */
 static aspen_status set_empty(ox_ctx *c, int out, int nd, const int64_t *shape, int is_int)
 {
-    float *f = is_int ? NULL : calloc(1, sizeof(float));
-    int64_t *iv = is_int ? calloc(1, sizeof(int64_t)) : NULL;
+    float *f = is_int ? NULL : asp_calloc(1, sizeof(float));
+    int64_t *iv = is_int ? asp_calloc(1, sizeof(int64_t)) : NULL;
     if (!f && !iv) return asp_err(ASPEN_ENOMEM, "out of memory");
     return ox_set_const(c, out, nd, shape, f, iv);
 }
@@ -1071,8 +1071,8 @@ static aspen_status h_slice(ox_ctx *c)
     if (empty) return set_empty(c, 0, nd, a.shape, xv->is_int);
     if (folded) { /* shape arithmetic: a slice of a constant vector is a constant */
         int64_t n = a.shape[0];
-        float *f = xv->f ? malloc((size_t)n * sizeof(float)) : NULL;
-        int64_t *iv = xv->i ? malloc((size_t)n * sizeof(int64_t)) : NULL;
+        float *f = xv->f ? asp_malloc((size_t)n * sizeof(float)) : NULL;
+        int64_t *iv = xv->i ? asp_malloc((size_t)n * sizeof(int64_t)) : NULL;
         if (!f && !iv) return asp_err(ASPEN_ENOMEM, "out of memory");
         for (int64_t k = 0; k < n; k++) {
             int64_t j = a.v[0] + k * a.v[6];

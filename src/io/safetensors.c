@@ -408,7 +408,7 @@ static aspen_status build_header(const char *path, int n, const asp_st_entry *t,
         goto done;
     }
     size_t jl = strlen(json), padded = (jl + 7) & ~(size_t)7;
-    char *p = realloc(json, padded + 1);
+    char *p = asp_realloc(json, padded + 1);
     if (!p) {
         free(json);
         st = asp_err(ASPEN_ENOMEM, "%s: out of memory building the header", path);

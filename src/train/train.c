@@ -293,7 +293,7 @@ void aspen_train_opts_default(aspen_train_opts *o)
     o->opt.beta1 = 0.9f;
     o->opt.beta2 = 0.999f;
     o->opt.eps = 1e-8f;
-    o->schedule = ASPEN_SCHED_CONSTANT;
+    o->schedule = ASPEN_SCHED_COSINE;
     o->step_every = 2;
     o->step_gamma = 0.1f;
     o->seed = 1;

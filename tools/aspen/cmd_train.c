@@ -35,7 +35,8 @@ const char usage_train[] =
     "  --momentum M        sgd momentum (default 0.9)\n"
     "  --nesterov          sgd with Nesterov momentum\n"
     "  --weight-decay W    L2 for sgd, decoupled (AdamW) for adam (default 0)\n"
-    "  --schedule S        constant, step (x0.1 every 2 epochs) or cosine (default constant)\n"
+    "  --schedule S        constant, step (x0.1 every 2 epochs) or cosine (per epoch;\n"
+    "                      default cosine)\n"
     "  --threads T         threads (default: all cores)\n"
     "  --seed S            seed of weights, shuffling and dropout (default 1)\n"
     "  --limit N           train on the first N images only\n"
@@ -271,7 +272,7 @@ static int read_progress(const cJSON *meta, aspen_train_state *ts)
 
 int cmd_train(int argc, char **argv)
 {
-    const char *data = NULL, *out = NULL, *optname = "sgd", *sched = "constant", *resume = NULL;
+    const char *data = NULL, *out = NULL, *optname = "sgd", *sched = "cosine", *resume = NULL;
     aspen_train_opts o;
     aspen_train_opts_default(&o);
     float lr = 0.0f, momentum = 0.9f, wd = 0.0f;

@@ -8,17 +8,17 @@
  * LeakSanitizer and -DASPEN_FAILALLOC, see src/core/core.c); elsewhere the
  * one test here passes without doing anything.
  *
- * Method (SQLite's): a scenario is run with its N-th allocation failing, for
- * N = 1, 2, ... until a run makes fewer than N allocations (then it must
+ * Method (SQLite's): a scenario is run with its N-th allocation failing,
+ * for N = 1, 2, ... until a run makes fewer than N allocations (then it must
  * succeed). Each failing run must return ASPEN_ENOMEM; ASPEN_OK is accepted
  * too, when the allocation belonged to an optional step (an optimisation pass
  * that is skipped without memory), and so is another error when the failed
  * allocation was cJSON's (cJSON_Parse returns NULL for both bad text and no
- * memory, so the caller reports a format error: counted and printed). After every run LeakSanitizer checks that
- * the cleanup released everything. A second, "sticky" pass fails every
- * allocation from the N-th on (real exhaustion: cleanup paths that allocate
- * fail too), at a stride to bound the time. Inputs are prepared outside the
- * armed window, so each scenario's count covers its own path only.
+ * memory, so the caller reports a format error: counted and printed). After
+ * every run nothing may stay allocated (see FA_LEAK_CHECK). A second, "sticky"
+ * pass fails every allocation from the N-th on (real exhaustion: cleanup paths
+ * that allocate fail too), at a stride to bound the time. Inputs are prepared
+ * outside the armed window, so each scenario's count covers its own path only.
  * Allocations by libpng, zlib and protobuf-c are not counted (they do not go
  * through asp_malloc); cJSON's are, through cJSON_InitHooks. Set
  * ASPEN_FAILALLOC_TRACE=1 to see each run's failing allocation on stderr.

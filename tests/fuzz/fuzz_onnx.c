@@ -19,7 +19,8 @@ static int fuzz_onnx(const uint8_t *data, size_t size)
     if (asp_onnx_parse(data, size, "fuzz.onnx", &m) != ASPEN_OK) return 0;
     for (int i = 0; i < asp_onnx_input_count(m); i++)
         if (!asp_onnx_input_name(m, i)) abort();
-    for (int i = 0; i < asp_onnx_op_type_count(m); i++) (void)asp_onnx_op_supported(asp_onnx_op_type(m, i));
+    for (int i = 0; i < asp_onnx_op_type_count(m); i++)
+        (void)asp_onnx_op_supported(asp_onnx_op_type(m, i));
     aspen_graph *g = aspen_graph_new();
     aspen_model_io io;
     if (g && asp_onnx_build(m, g, 1, (int)(size & 1), NULL, &io) == ASPEN_OK) {

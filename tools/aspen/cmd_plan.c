@@ -89,9 +89,10 @@ static int write_svg(const char *path, const char *title, const size_t *fwd, con
     static const char *legend[] = {"always live: parameters, state, I/O, scratch",
                                    "forward activations", "gradients and backward values"};
     static const char *lfill[] = {"#bbbbbb", "#4c8bf5", "#f5a04c"};
+    static const double lx[] = {0, 310, 480};
     for (int i = 0; i < 3; i++)
         fprintf(f, "<rect x='%.0f' y='%.0f' width='12' height='12' fill='%s'/><text x='%.0f' y='%.0f'>%s</text>\n",
-                L + 10 + i * 270.0, H - 40, lfill[i], L + 26 + i * 270.0, H - 30, legend[i]);
+                L + lx[i], H - 40, lfill[i], L + 16 + lx[i], H - 30, legend[i]);
     fprintf(f, "</svg>\n");
     int bad = ferror(f) | fflush(f) | fsync(fileno(f));
     bad |= fclose(f);

@@ -45,7 +45,15 @@ TEST(limits_plan_beyond_memory_refused_with_its_bytes)
     CHECK_OK(st);
     aspen_plan_stats ps;
     aspen_program_stats(p, &ps);
+    /* without a budget the engine refuses it before allocating, naming the bytes */
+    aspen_store *s = aspen_store_new(1);
+    aspen_engine *e = NULL;
+    aspen_status est = aspen_engine_new(p, s, 2, &e);
+    int refused = est == ASPEN_ENOMEM && e == NULL && strstr(aspen_errmsg(), "the plan needs");
+    aspen_engine_free(e);
+    aspen_store_free(s);
     aspen_program_free(p);
+    CHECK_MSG(refused, "engine: %s: %s", aspen_status_name(est), aspen_errmsg());
     /* 670 GiB: the figures add up without wrapping */
     CHECK_MSG(ps.peak_bytes > ((size_t)600 << 30) && ps.peak_bytes < ((size_t)800 << 30),
               "peak %zu bytes", ps.peak_bytes);

@@ -227,6 +227,13 @@ double asp_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+size_t asp_physical_memory(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || size <= 0) return 0;
+    return (size_t)pages * (size_t)size;
+}
+
 int asp_cpu_count(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -71,6 +71,8 @@ uint64_t asp_rng_below(asp_rng *r, uint64_t n); /* [0, n), unbiased */
 
 /* Monotonic seconds. */
 double asp_now(void);
+/* Bytes of physical memory (0 if unknown). */
+size_t asp_physical_memory(void);
 /* Number of online CPUs (>= 1). */
 int asp_cpu_count(void);
 

@@ -183,6 +183,17 @@ aspen_status aspen_engine_new(const aspen_program *p, aspen_store *store, int th
         st = asp_err(ASPEN_ENOMEM, "engine: scratch size overflows");
         goto fail;
     }
+    /* refuse a plan this machine cannot hold, before touching any of it */
+    size_t need = p->arena_bytes, mem = asp_physical_memory();
+    if (!asp_add_ok(need, p->io_bytes, &need) || !asp_add_ok(need, scratch_total, &need) ||
+        !asp_add_ok(need, gemm_total, &need) || (mem && need > mem)) {
+        st = asp_err(ASPEN_ENOMEM,
+                     "engine: the plan needs %zu bytes (%.1f GiB) of working memory, more than "
+                     "this machine's %zu bytes (%.1f GiB); try --recompute auto, --micro-batch "
+                     "or a smaller batch",
+                     need, need / 1073741824.0, mem, mem / 1073741824.0);
+        goto fail;
+    }
     e->data = asp_calloc((size_t)p->nt, sizeof(*e->data));
     e->arena = asp_alloc_aligned(p->arena_bytes);
     e->io = asp_alloc_aligned(p->io_bytes);

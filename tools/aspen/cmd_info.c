@@ -179,7 +179,10 @@ int cmd_info(int argc, char **argv)
     aspen_model_io io;
     g = st == ASPEN_OK ? aspen_graph_new() : NULL;
     if (st == ASPEN_OK && !g) st = ASPEN_ENOMEM;
-    if (st == ASPEN_OK) st = aspen_model_build(m, g, batch, 0, &io);
+    /* an ONNX model's initializers are trainable parameters only in training
+     * mode (in inference they are constants): count them that way */
+    int onnx = st == ASPEN_OK && aspen_model_text(m) == NULL;
+    if (st == ASPEN_OK) st = aspen_model_build(m, g, batch, onnx, &io);
     if (st != ASPEN_OK) {
         rc = cli_fail(st);
         goto done;

@@ -59,6 +59,25 @@ int cli_parse_size(const char *s, size_t *out)
     return 0;
 }
 
+int cli_parse_chw(const char *s, int *c, int *h, int *w)
+{
+    int v[3];
+    const char *p = s;
+    for (int i = 0; i < 3; i++) {
+        char *end;
+        errno = 0;
+        if (*p < '0' || *p > '9') return -1;
+        long x = strtol(p, &end, 10);
+        if (errno || x < 1 || x > 65536 || *end != (i < 2 ? 'x' : 0)) return -1;
+        v[i] = (int)x;
+        p = end + (i < 2);
+    }
+    *c = v[0];
+    *h = v[1];
+    *w = v[2];
+    return 0;
+}
+
 int cli_parse_recompute(const char *s, aspen_recompute *out)
 {
     static const char *names[] = {"none", "norm", "auto", "all"};

@@ -50,6 +50,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 /* Parse a byte size: a number with an optional K/M/G/T suffix (powers of 1024;
  * "KiB", "KB", "k" all accepted). 0 on success. */
 int cli_parse_size(const char *s, size_t *out);
+/* Parse an input size "3x224x224" (each 1..65536); 0 on success. */
+int cli_parse_chw(const char *s, int *c, int *h, int *w);
 /* Parse --recompute none|norm|auto|all; 0 on success. */
 int cli_parse_recompute(const char *s, aspen_recompute *out);
 /* Whether stderr is a terminal (progress bars). */

@@ -61,14 +61,6 @@ static uint64_t rng_next(uint64_t *s)
     return *s * 2685821657736338717ull;
 }
 
-/* "3x224x224" -> c, h, w; 0 on success. */
-static int parse_chw(const char *s, int *c, int *h, int *w)
-{
-    char tail;
-    if (sscanf(s, "%dx%dx%d%c", c, h, w, &tail) != 3) return -1;
-    return *c < 1 || *h < 1 || *w < 1 || *c > 65536 || *h > 65536 || *w > 65536 ? -1 : 0;
-}
-
 typedef struct {
     aspen_program *prog;
     aspen_engine *eng;
@@ -136,7 +128,7 @@ int cmd_bench(int argc, char **argv)
         goto done;
     }
     int ic = 0, ih = 0, iw = 0;
-    if (input && parse_chw(input, &ic, &ih, &iw)) {
+    if (input && cli_parse_chw(input, &ic, &ih, &iw)) {
         rc = cli_usage_error("bench", "--input: expected CxHxW (e.g. 3x224x224), got '%s'", input);
         goto done;
     }

@@ -73,22 +73,6 @@ static const char *ends_with(const char *s, const char *const *exts)
     return NULL;
 }
 
-/* "3x224x224" -> c, h, w, each 1..65536. */
-static int parse_chw(const char *s, int v[3])
-{
-    const char *p = s;
-    for (int i = 0; i < 3; i++) {
-        char *end;
-        errno = 0;
-        if (*p < '0' || *p > '9') return -1;
-        long x = strtol(p, &end, 10);
-        if (errno || x < 1 || x > 65536 || *end != (i < 2 ? 'x' : 0)) return -1;
-        v[i] = (int)x;
-        p = end + (i < 2);
-    }
-    return 0;
-}
-
 /* The model as the trainer (train) or the inference engine compiles it. */
 static aspen_status build(const aspen_model *m, aspen_graph *g, int64_t batch, int train)
 {
@@ -301,7 +285,7 @@ int cmd_graph(int argc, char **argv)
         rc = cli_usage_error("graph", "--params needs --ops");
         goto done;
     }
-    if (input && parse_chw(input, chw) != 0) {
+    if (input && cli_parse_chw(input, &chw[0], &chw[1], &chw[2]) != 0) {
         rc = cli_usage_error("graph", "--input: expected CxHxW (e.g. 3x224x224), got '%s'", input);
         goto done;
     }

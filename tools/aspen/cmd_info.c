@@ -65,12 +65,6 @@ static const char *grouped(double v, char *buf, size_t cap)
     return buf;
 }
 
-static bool parse_input(const char *s, int *c, int *h, int *w)
-{
-    char tail;
-    return s && sscanf(s, "%dx%dx%d%c", c, h, w, &tail) == 3 && *c > 0 && *h > 0 && *w > 0;
-}
-
 /* Group the forward nodes of g into rows (one per layer); *n rows. */
 static row *collect(const aspen_graph *g, aspen_tensor input, int *n)
 {
@@ -170,7 +164,7 @@ int cmd_info(int argc, char **argv)
         rc = cli_usage_error("info", "expected one MODEL, got %d", a.npos);
         goto done;
     }
-    if (input && !parse_input(input, &c, &h, &w)) {
+    if (input && cli_parse_chw(input, &c, &h, &w)) {
         rc = cli_usage_error("info", "--input: expected CxHxW such as 3x224x224, got '%s'", input);
         goto done;
     }

@@ -66,4 +66,24 @@ int asp_test_sh(char *out, size_t cap, const char *fmt, ...);
         }                                                                          \
     } while (0)
 
+/* Variants that jump to the test's `done:` label instead of returning, for
+ * tests that own resources to free on every path. */
+#define CHECK_GOTO(c, ...)                                                         \
+    do {                                                                           \
+        if (!(c)) {                                                                \
+            asp_test_fail(__FILE__, __LINE__, __VA_ARGS__);                        \
+            goto done;                                                             \
+        }                                                                          \
+    } while (0)
+
+#define CHECK_OK_GOTO(expr)                                                        \
+    do {                                                                           \
+        aspen_status st_ = (expr);                                                 \
+        if (st_ != ASPEN_OK) {                                                     \
+            asp_test_fail(__FILE__, __LINE__, "%s -> %s: %s", #expr,               \
+                          aspen_status_name(st_), aspen_errmsg());                 \
+            goto done;                                                             \
+        }                                                                          \
+    } while (0)
+
 #endif

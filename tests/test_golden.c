@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "aspen.h"
-#include "io/safetensors.h"
+#include "golden.h"
 #include "test.h"
 
 #define BATCH 8
@@ -30,82 +30,10 @@
 #define TOL_VALUE 1e-5
 #define TOL_GRAD 1e-4
 
-#define G_CHECK(c, ...)                                                            \
-    do {                                                                           \
-        if (!(c)) {                                                                \
-            asp_test_fail(__FILE__, __LINE__, __VA_ARGS__);                        \
-            goto done;                                                             \
-        }                                                                          \
-    } while (0)
-
-#define G_OK(expr)                                                                 \
-    do {                                                                           \
-        aspen_status st_ = (expr);                                                 \
-        if (st_ != ASPEN_OK) {                                                     \
-            asp_test_fail(__FILE__, __LINE__, "%s -> %s: %s", #expr,               \
-                          aspen_status_name(st_), aspen_errmsg());                 \
-            goto done;                                                             \
-        }                                                                          \
-    } while (0)
-
-/* The recorded tensor `name`, or NULL. */
-static const asp_st_tensor *golden(const asp_st_file *f, const char *name)
-{
-    int i = asp_st_find(f, name);
-    return i < 0 ? NULL : &f->t[i];
-}
-
-static float golden_at(const asp_st_tensor *t, int64_t i)
-{
-    float v;
-    memcpy(&v, t->bytes + (size_t)i * sizeof(float), sizeof(v)); /* may be unaligned */
-    return v;
-}
-
-/* Compare got[0..n) with the recorded tensor `name`; print the error when it
- * exceeds tol (or always when verbose). Returns 1 if within tol. */
 static int compare(const asp_st_file *f, const char *name, const float *got, int64_t n,
                    double tol, const char *what, int threads)
 {
-    const asp_st_tensor *want = golden(f, name);
-    if (!want) {
-        printf("  %s: no tensor '%s' in the golden file\n", f->path, name);
-        return 0;
-    }
-    if (want->numel != n) {
-        printf("  %s: %lld elements, the golden file has %lld\n", name, (long long)n,
-               (long long)want->numel);
-        return 0;
-    }
-    double maxdiff = 0, maxref = 0;
-    int64_t at = 0;
-    int finite = 1;
-    for (int64_t i = 0; i < n; i++) {
-        double w = golden_at(want, i), d = fabs((double)got[i] - w);
-        if (!isfinite(got[i])) {
-            finite = 0;
-            at = i;
-            break;
-        }
-        if (d > maxdiff) maxdiff = d, at = i;
-        if (fabs(w) > maxref) maxref = fabs(w);
-    }
-    double err = !finite ? INFINITY : maxdiff / (maxref > 0 ? maxref : 1.0);
-    int ok = err <= tol;
-    if (!ok || getenv("ASPEN_GOLDEN_VERBOSE"))
-        printf("  %s %-26s %-8s threads %d: max |diff| / max |want| = %.3g (tol %g), worst at "
-               "%lld: got %.9g, want %.9g\n",
-               ok ? "  " : "!!", name, what, threads, err, tol, (long long)at,
-               (double)got[at], (double)golden_at(want, at));
-    return ok;
-}
-
-static int same_shape(const asp_st_tensor *t, int ndim, const int64_t *shape)
-{
-    if (t->ndim != ndim) return 0;
-    for (int d = 0; d < ndim; d++)
-        if (t->shape[d] != shape[d]) return 0;
-    return 1;
+    return golden_compare(f, name, got, n, tol, what, threads, NULL);
 }
 
 /* One golden run of `model` on `threads` threads; expect_params parameter
@@ -130,46 +58,46 @@ static int golden_run(const char *model, int threads, int expect_params, int64_t
     int np = 0;
     int64_t numel = 0;
 
-    G_OK(asp_st_read(path, &f));
-    G_OK(aspen_model_load(cfg, &m));
+    CHECK_OK_GOTO(asp_st_read(path, &f));
+    CHECK_OK_GOTO(aspen_model_load(cfg, &m));
 
     /* The parameters the file holds: "param/<name>". */
     for (int i = 0; i < f->count; i++) {
         if (strncmp(f->t[i].name, "param/", 6) != 0) continue;
-        G_CHECK(np < MAX_PARAMS, "%s: more than %d parameters", path, MAX_PARAMS);
+        CHECK_GOTO(np < MAX_PARAMS, "%s: more than %d parameters", path, MAX_PARAMS);
         pname[np++] = f->t[i].name + 6;
         numel += f->t[i].numel;
     }
-    G_CHECK(np == expect_params && numel == expect_numel,
+    CHECK_GOTO(np == expect_params && numel == expect_numel,
             "%s: %d parameter tensors, %lld values; expected %d, %lld", path, np,
             (long long)numel, expect_params, (long long)expect_numel);
 
     /* The training graph, as aspen_train builds it, with every gradient kept. */
     g = aspen_graph_new();
-    G_CHECK(g != NULL, "out of memory");
+    CHECK_GOTO(g != NULL, "out of memory");
     aspen_model_io io;
-    G_OK(aspen_model_build(m, g, BATCH, 1, &io));
+    CHECK_OK_GOTO(aspen_model_build(m, g, BATCH, 1, &io));
     int64_t nb = BATCH;
     aspen_tensor labels = aspen_input(g, "labels", ASPEN_I32, 1, &nb);
     aspen_tensor loss = aspen_softmax_cross_entropy(g, io.logits, labels);
-    G_CHECK(aspen_graph_status(g) == ASPEN_OK, "%s", aspen_graph_errmsg(g));
-    G_OK(aspen_graph_output(g, io.logits));
-    G_OK(aspen_graph_output(g, loss));
-    G_OK(aspen_graph_backward(g, loss));
+    CHECK_GOTO(aspen_graph_status(g) == ASPEN_OK, "%s", aspen_graph_errmsg(g));
+    CHECK_OK_GOTO(aspen_graph_output(g, io.logits));
+    CHECK_OK_GOTO(aspen_graph_output(g, loss));
+    CHECK_OK_GOTO(aspen_graph_backward(g, loss));
     for (int i = 0; i < np; i++) {
         ptensor[i] = aspen_tensor_find(g, pname[i]);
-        G_CHECK(ptensor[i] != ASPEN_NONE, "%s: no parameter '%s' in the graph", cfg, pname[i]);
+        CHECK_GOTO(ptensor[i] != ASPEN_NONE, "%s: no parameter '%s' in the graph", cfg, pname[i]);
         pgrad[i] = aspen_grad(g, ptensor[i]);
-        G_CHECK(pgrad[i] != ASPEN_NONE, "%s: parameter '%s' has no gradient", cfg, pname[i]);
-        G_OK(aspen_graph_output(g, pgrad[i]));
+        CHECK_GOTO(pgrad[i] != ASPEN_NONE, "%s: parameter '%s' has no gradient", cfg, pname[i]);
+        CHECK_OK_GOTO(aspen_graph_output(g, pgrad[i]));
     }
     aspen_optimizer opt = {.kind = ASPEN_OPT_SGD, .momentum = 0.9f};
-    G_OK(aspen_graph_optimizer(g, &opt));
+    CHECK_OK_GOTO(aspen_graph_optimizer(g, &opt));
     aspen_compile_opts co = {.threads = threads};
-    G_OK(aspen_compile(g, &co, &prog));
+    CHECK_OK_GOTO(aspen_compile(g, &co, &prog));
     store = aspen_store_new(1);
-    G_CHECK(store != NULL, "out of memory");
-    G_OK(aspen_engine_new(prog, store, threads, &eng));
+    CHECK_GOTO(store != NULL, "out of memory");
+    CHECK_OK_GOTO(aspen_engine_new(prog, store, threads, &eng));
 
     /* Every store entry is a recorded parameter or its momentum buffer, and
      * every tensor of the graph that is persistent and has a gradient is a
@@ -183,17 +111,17 @@ static int golden_run(const char *model, int threads, int expect_params, int64_t
             match = strcmp(name, pname[j]) == 0 ||
                     (strncmp(name, pname[j], len) == 0 && strcmp(name + len, ".momentum") == 0);
         }
-        G_CHECK(match, "store entry '%s' is not in %s", name, path);
+        CHECK_GOTO(match, "store entry '%s' is not in %s", name, path);
         covered++;
     }
-    G_CHECK(covered == 2 * np, "store has %d entries, expected %d (parameters and momentum)",
+    CHECK_GOTO(covered == 2 * np, "store has %d entries, expected %d (parameters and momentum)",
             covered, 2 * np);
     for (int t = 0; t < aspen_graph_tensor_count(g); t++) {
         const char *name = aspen_tensor_name(g, t);
         if (aspen_grad(g, t) == ASPEN_NONE || aspen_store_find(store, name) < 0) continue;
         char key[300];
         snprintf(key, sizeof(key), "param/%s", name);
-        G_CHECK(golden(f, key) != NULL, "trainable tensor '%s' is not in %s", name, path);
+        CHECK_GOTO(golden(f, key) != NULL, "trainable tensor '%s' is not in %s", name, path);
     }
 
     /* The recorded parameters, images and labels in. */
@@ -202,21 +130,21 @@ static int golden_run(const char *model, int threads, int expect_params, int64_t
         snprintf(key, sizeof(key), "param/%s", pname[i]);
         const asp_st_tensor *t = golden(f, key);
         int s = aspen_store_find(store, pname[i]);
-        G_CHECK(s >= 0, "no store entry '%s'", pname[i]);
-        G_CHECK(same_shape(t, aspen_store_ndim(store, s), aspen_store_shape(store, s)),
+        CHECK_GOTO(s >= 0, "no store entry '%s'", pname[i]);
+        CHECK_GOTO(golden_same_shape(t, aspen_store_ndim(store, s), aspen_store_shape(store, s)),
                 "'%s': store shape differs from the golden file's", pname[i]);
         memcpy(aspen_store_data(store, s), t->bytes, (size_t)t->numel * sizeof(float));
     }
     const asp_st_tensor *gin = golden(f, "input"), *glab = golden(f, "labels");
-    G_CHECK(gin && gin->numel == aspen_tensor_numel(g, io.input), "%s: bad 'input'", path);
-    G_CHECK(glab && glab->numel == BATCH, "%s: bad 'labels'", path);
+    CHECK_GOTO(gin && gin->numel == aspen_tensor_numel(g, io.input), "%s: bad 'input'", path);
+    CHECK_GOTO(glab && glab->numel == BATCH, "%s: bad 'labels'", path);
     memcpy(aspen_engine_data(eng, io.input), gin->bytes, (size_t)gin->numel * sizeof(float));
     int32_t *lab = aspen_engine_data(eng, labels);
     for (int i = 0; i < BATCH; i++) lab[i] = (int32_t)golden_at(glab, i);
 
     /* Step 1: forward, backward, update. */
     aspen_step step = {.lr = 0.1f, .step = 1};
-    G_OK(aspen_engine_run(eng, &step));
+    CHECK_OK_GOTO(aspen_engine_run(eng, &step));
     const float *logits = aspen_engine_data(eng, io.logits);
     failed += !compare(f, "logits", logits, aspen_tensor_numel(g, io.logits), TOL_VALUE, "", threads);
     failed += !compare(f, "loss", aspen_engine_data(eng, loss), 1, TOL_VALUE, "", threads);
@@ -233,20 +161,20 @@ static int golden_run(const char *model, int threads, int expect_params, int64_t
         /* PyTorch's first momentum step stores the gradient itself. */
         snprintf(key, sizeof(key), "%s.momentum", pname[i]);
         int sm = aspen_store_find(store, key);
-        G_CHECK(sm >= 0, "no momentum buffer '%s'", key);
+        CHECK_GOTO(sm >= 0, "no momentum buffer '%s'", key);
         snprintf(key, sizeof(key), "grad/%s", pname[i]);
         failed += !compare(f, key, aspen_store_data(store, sm), n, TOL_GRAD, "momentum", threads);
         compared++;
     }
-    G_CHECK(compared == expect_params, "compared %d parameters, expected %d", compared,
+    CHECK_GOTO(compared == expect_params, "compared %d parameters, expected %d", compared,
             expect_params);
 
     /* Step 2: its forward pass sees the updated parameters. */
     step.step = 2;
-    G_OK(aspen_engine_run(eng, &step));
+    CHECK_OK_GOTO(aspen_engine_run(eng, &step));
     failed += !compare(f, "loss2", aspen_engine_data(eng, loss), 1, TOL_VALUE, "", threads);
 
-    G_CHECK(failed == 0, "%s, %d threads: %d tensors differ from PyTorch (listed above)", model,
+    CHECK_GOTO(failed == 0, "%s, %d threads: %d tensors differ from PyTorch (listed above)", model,
             threads, failed);
     ok = 1;
 done:

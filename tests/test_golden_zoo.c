@@ -38,31 +38,13 @@
 #include <string.h>
 
 #include "aspen.h"
-#include "io/safetensors.h"
+#include "golden.h"
 #include "test.h"
 
 #define BATCH 2
 #define MAX_NAMES 512
 #define TOL_VALUE 1e-5
 #define TOL_GRAD 1e-4
-
-#define Z_CHECK(c, ...)                                                            \
-    do {                                                                           \
-        if (!(c)) {                                                                \
-            asp_test_fail(__FILE__, __LINE__, __VA_ARGS__);                        \
-            goto done;                                                             \
-        }                                                                          \
-    } while (0)
-
-#define Z_OK(expr)                                                                 \
-    do {                                                                           \
-        aspen_status st_ = (expr);                                                 \
-        if (st_ != ASPEN_OK) {                                                     \
-            asp_test_fail(__FILE__, __LINE__, "%s -> %s: %s", #expr,               \
-                          aspen_status_name(st_), aspen_errmsg());                 \
-            goto done;                                                             \
-        }                                                                          \
-    } while (0)
 
 /* The worst error of one kind of tensor, and where. */
 typedef struct {
@@ -71,69 +53,19 @@ typedef struct {
     int count;
 } worst;
 
-static const asp_st_tensor *golden(const asp_st_file *f, const char *name)
-{
-    int i = asp_st_find(f, name);
-    return i < 0 ? NULL : &f->t[i];
-}
-
-static float golden_at(const asp_st_tensor *t, int64_t i)
-{
-    float v;
-    memcpy(&v, t->bytes + (size_t)i * sizeof(float), sizeof(v)); /* may be unaligned */
-    return v;
-}
-
-/* Compare got[0..n) with the recorded tensor `name`, fold the error into *w;
- * print it when it exceeds tol (or always when verbose). Returns 1 if within
- * tol. */
+/* golden_compare, folding the error into *w. */
 static int compare(const asp_st_file *f, const char *name, const float *got, int64_t n,
                    double tol, const char *what, int threads, worst *w)
 {
-    const asp_st_tensor *want = golden(f, name);
-    if (!want) {
-        printf("  %s: no tensor '%s' in the golden file\n", f->path, name);
-        return 0;
-    }
-    if (!got || want->numel != n) {
-        printf("  %s: %lld elements, the golden file has %lld\n", name, (long long)n,
-               (long long)want->numel);
-        return 0;
-    }
-    double maxdiff = 0, maxref = 0;
-    int64_t at = 0;
-    int finite = 1;
-    for (int64_t i = 0; i < n; i++) {
-        double v = golden_at(want, i), d = fabs((double)got[i] - v);
-        if (!isfinite(got[i])) {
-            finite = 0;
-            at = i;
-            break;
-        }
-        if (d > maxdiff) maxdiff = d, at = i;
-        if (fabs(v) > maxref) maxref = fabs(v);
-    }
-    double err = !finite ? INFINITY : maxdiff / (maxref > 0 ? maxref : 1.0);
-    int ok = err <= tol;
+    double err;
+    int ok = golden_compare(f, name, got, n, tol, what, threads, &err);
+    if (err < 0) return ok;
     w->count++;
     if (err > w->err || w->count == 1) {
         w->err = err;
         snprintf(w->name, sizeof(w->name), "%s", name);
     }
-    if (!ok || getenv("ASPEN_GOLDEN_VERBOSE"))
-        printf("  %s %-36s %-8s threads %d: max |diff| / max |want| = %.3g (tol %g), worst at "
-               "%lld: got %.9g, want %.9g\n",
-               ok ? "  " : "!!", name, what, threads, err, tol, (long long)at,
-               (double)got[at], (double)golden_at(want, at));
     return ok;
-}
-
-static int same_shape(const asp_st_tensor *t, int ndim, const int64_t *shape)
-{
-    if (t->ndim != ndim) return 0;
-    for (int d = 0; d < ndim; d++)
-        if (t->shape[d] != shape[d]) return 0;
-    return 1;
 }
 
 /* Index of `name` in names[0..n), or -1. */
@@ -168,37 +100,37 @@ static int zoo_run(const char *model, int threads, int expect_params, int64_t ex
     int64_t numel = 0;
     worst w_logits = {0}, w_loss = {0}, w_grad = {0}, w_upd = {0}, w_run = {0}, w_loss2 = {0};
 
-    Z_OK(asp_st_read(path, &f));
-    Z_OK(aspen_model_load(cfg, &m));
+    CHECK_OK_GOTO(asp_st_read(path, &f));
+    CHECK_OK_GOTO(aspen_model_load(cfg, &m));
 
     /* The parameters ("param/<name>") and running statistics ("state/<name>"). */
     for (int i = 0; i < f->count; i++) {
         if (strncmp(f->t[i].name, "param/", 6) == 0) {
-            Z_CHECK(np < MAX_NAMES, "%s: more than %d parameters", path, MAX_NAMES);
+            CHECK_GOTO(np < MAX_NAMES, "%s: more than %d parameters", path, MAX_NAMES);
             pname[np++] = f->t[i].name + 6;
             numel += f->t[i].numel;
         } else if (strncmp(f->t[i].name, "state/", 6) == 0) {
-            Z_CHECK(ns < MAX_NAMES, "%s: more than %d states", path, MAX_NAMES);
+            CHECK_GOTO(ns < MAX_NAMES, "%s: more than %d states", path, MAX_NAMES);
             sname[ns++] = f->t[i].name + 6;
         }
     }
-    Z_CHECK(np == expect_params && numel == expect_numel && ns == expect_states,
+    CHECK_GOTO(np == expect_params && numel == expect_numel && ns == expect_states,
             "%s: %d parameter tensors, %lld values, %d states; expected %d, %lld, %d", path, np,
             (long long)numel, ns, expect_params, (long long)expect_numel, expect_states);
 
     /* The trainer's training graph and program. */
     g = aspen_graph_new();
-    Z_CHECK(g != NULL, "out of memory");
+    CHECK_GOTO(g != NULL, "out of memory");
     aspen_model_io io;
     aspen_tensor labels, loss;
     aspen_optimizer opt = {.kind = ASPEN_OPT_SGD, .momentum = 0.9f};
-    Z_OK(aspen_model_build_train(m, g, BATCH, &opt, &io, &labels, &loss));
-    Z_CHECK(labels != ASPEN_NONE && io.classes == 10, "%s: not a 10-class classifier", cfg);
+    CHECK_OK_GOTO(aspen_model_build_train(m, g, BATCH, &opt, &io, &labels, &loss));
+    CHECK_GOTO(labels != ASPEN_NONE && io.classes == 10, "%s: not a 10-class classifier", cfg);
     aspen_compile_opts co = {.threads = threads};
-    Z_OK(aspen_compile(g, &co, &prog));
+    CHECK_OK_GOTO(aspen_compile(g, &co, &prog));
     store = aspen_store_new(1);
-    Z_CHECK(store != NULL, "out of memory");
-    Z_OK(aspen_engine_new(prog, store, threads, &eng));
+    CHECK_GOTO(store != NULL, "out of memory");
+    CHECK_OK_GOTO(aspen_engine_new(prog, store, threads, &eng));
 
     /* Every store entry is a recorded parameter, its momentum buffer or a
      * recorded running statistic; every parameter and state tensor of the
@@ -222,7 +154,7 @@ static int zoo_run(const char *model, int threads, int expect_params, int64_t ex
         }
     }
     failed += stray > 0;
-    Z_CHECK(covered == 2 * np + ns,
+    CHECK_GOTO(covered == 2 * np + ns,
             "store has %d entries of %s, expected %d (parameters, momentum, running statistics)",
             covered, path, 2 * np + ns);
     int graph_params = 0, graph_states = 0;
@@ -230,17 +162,17 @@ static int zoo_run(const char *model, int threads, int expect_params, int64_t ex
         const char *name = aspen_tensor_name(g, t);
         aspen_tensor_kind k = aspen_tensor_kind_of(g, t);
         if (k == ASPEN_TENSOR_PARAM) {
-            Z_CHECK(name_index(pname, np, name) >= 0, "parameter '%s' is not in %s", name, path);
+            CHECK_GOTO(name_index(pname, np, name) >= 0, "parameter '%s' is not in %s", name, path);
             graph_params++;
         } else if (k == ASPEN_TENSOR_STATE && aspen_store_find(store, name) >= 0 &&
                    name_index(pname, np, name) < 0) {
             size_t len = strlen(name);
             if (len > 9 && strcmp(name + len - 9, ".momentum") == 0) continue;
-            Z_CHECK(name_index(sname, ns, name) >= 0, "state '%s' is not in %s", name, path);
+            CHECK_GOTO(name_index(sname, ns, name) >= 0, "state '%s' is not in %s", name, path);
             graph_states++;
         }
     }
-    Z_CHECK(graph_params == np && graph_states == ns,
+    CHECK_GOTO(graph_params == np && graph_states == ns,
             "the graph has %d parameters and %d running statistics; %s has %d and %d",
             graph_params, graph_states, path, np, ns);
 
@@ -251,26 +183,26 @@ static int zoo_run(const char *model, int threads, int expect_params, int64_t ex
         snprintf(key, sizeof(key), "%s/%s", i < np ? "param" : "state", name);
         const asp_st_tensor *t = golden(f, key);
         int s = aspen_store_find(store, name);
-        Z_CHECK(s >= 0, "no store entry '%s'", name);
-        Z_CHECK(same_shape(t, aspen_store_ndim(store, s), aspen_store_shape(store, s)),
+        CHECK_GOTO(s >= 0, "no store entry '%s'", name);
+        CHECK_GOTO(golden_same_shape(t, aspen_store_ndim(store, s), aspen_store_shape(store, s)),
                 "'%s': store shape differs from the golden file's", name);
         memcpy(aspen_store_data(store, s), t->bytes, (size_t)t->numel * sizeof(float));
     }
     const asp_st_tensor *gin = golden(f, "input"), *glab = golden(f, "labels");
-    Z_CHECK(gin && same_shape(gin, aspen_tensor_ndim(g, io.input),
+    CHECK_GOTO(gin && golden_same_shape(gin, aspen_tensor_ndim(g, io.input),
                               (int64_t[]){aspen_tensor_dim(g, io.input, 0),
                                           aspen_tensor_dim(g, io.input, 1),
                                           aspen_tensor_dim(g, io.input, 2),
                                           aspen_tensor_dim(g, io.input, 3)}),
             "%s: 'input' does not have the model's input shape", path);
-    Z_CHECK(glab && glab->numel == BATCH, "%s: bad 'labels'", path);
+    CHECK_GOTO(glab && glab->numel == BATCH, "%s: bad 'labels'", path);
     memcpy(aspen_engine_data(eng, io.input), gin->bytes, (size_t)gin->numel * sizeof(float));
     int32_t *lab = aspen_engine_data(eng, labels);
     for (int i = 0; i < BATCH; i++) lab[i] = (int32_t)golden_at(glab, i);
 
     /* Step 1: forward, backward, update. */
     aspen_step step = {.lr = 0.1f, .step = 1};
-    Z_OK(aspen_engine_run(eng, &step));
+    CHECK_OK_GOTO(aspen_engine_run(eng, &step));
     failed += !compare(f, "logits", aspen_engine_data(eng, io.logits),
                        aspen_tensor_numel(g, io.logits), TOL_VALUE, "", threads, &w_logits);
     failed += !compare(f, "loss", aspen_engine_data(eng, loss), 1, TOL_VALUE, "", threads, &w_loss);
@@ -282,7 +214,7 @@ static int zoo_run(const char *model, int threads, int expect_params, int64_t ex
         /* PyTorch's first momentum step stores the gradient itself. */
         snprintf(mkey, sizeof(mkey), "%s.momentum", pname[i]);
         int sm = aspen_store_find(store, mkey);
-        Z_CHECK(sm >= 0, "no momentum buffer '%s'", mkey);
+        CHECK_GOTO(sm >= 0, "no momentum buffer '%s'", mkey);
         snprintf(key, sizeof(key), "grad/%s", pname[i]);
         failed += !compare(f, key, aspen_store_data(store, sm), n, TOL_GRAD, "gradient", threads,
                            &w_grad);
@@ -300,14 +232,14 @@ static int zoo_run(const char *model, int threads, int expect_params, int64_t ex
                            &w_run);
         compared++;
     }
-    Z_CHECK(compared == expect_params + expect_states && w_grad.count == np &&
+    CHECK_GOTO(compared == expect_params + expect_states && w_grad.count == np &&
                 w_upd.count == np && w_run.count == ns,
             "compared %d parameters and states, expected %d", compared,
             expect_params + expect_states);
 
     /* Step 2: its forward pass sees the updated parameters. */
     step.step = 2;
-    Z_OK(aspen_engine_run(eng, &step));
+    CHECK_OK_GOTO(aspen_engine_run(eng, &step));
     failed += !compare(f, "loss2", aspen_engine_data(eng, loss), 1, TOL_VALUE, "", threads,
                        &w_loss2);
 
@@ -320,9 +252,9 @@ static int zoo_run(const char *model, int threads, int expect_params, int64_t ex
     if (ns) printf(", running statistics %.2g (%s)", w_run.err, w_run.name + 8);
     printf("; %d parameters, %d statistics, %d fused updates\n", np, ns, ps.fused_updates);
 
-    Z_CHECK(stray == 0, "%s, %d threads: %d store entries that are no parameter, momentum "
+    CHECK_GOTO(stray == 0, "%s, %d threads: %d store entries that are no parameter, momentum "
             "buffer or running statistic (listed above)", model, threads, stray);
-    Z_CHECK(failed == 0, "%s, %d threads: %d tensors differ from PyTorch (listed above)", model,
+    CHECK_GOTO(failed == 0, "%s, %d threads: %d tensors differ from PyTorch (listed above)", model,
             threads, failed);
     ok = 1;
 done:

@@ -265,6 +265,46 @@ TEST(gemm_large_blocks)
 
 /* Bit-identical results for nparts = 1, 2, 3, 5, per ISA, splitting either M
  * or N, with more parts than groups, and with several K blocks. */
+/* A packed once (asp_gemm_pack_a) and used by asp_sgemm_pa: the same bits as
+ * asp_sgemm, on every ISA, for both layouts of A and B, edge tiles, K past
+ * one K block, and the epilogue. */
+TEST(gemm_packed_a_bit_identical)
+{
+    static const int64_t shapes[][3] = {{64, 64, 800}, {15, 33, 25}, {1, 1, 1}, {29, 70, 769},
+                                        {14, 32, 384}, {230, 9, 40}};
+    asp_rng r;
+    asp_rng_seed(&r, 11);
+    void *scratch = scratch_new();
+    for (size_t s = 0; s < ASP_ARRAY_LEN(shapes); s++) {
+        problem p;
+        problem_init(&p, &r, (int)(s & 1), (int)((s >> 1) & 1), shapes[s][0], shapes[s][1],
+                     shapes[s][2], 3, 0.75f, s % 3 ? 0.5f : 0.0f, 1, 1, 1, 1);
+        const size_t bytes = sizeof(float) * (size_t)(p.M * p.ldc);
+        float *ap = aligned_alloc(64, (asp_gemm_packed_a_bytes(p.M, p.K) + 63) & ~(size_t)63);
+        int bad = 0;
+        for (size_t t = 0; t < ASP_ARRAY_LEN(all_isas) && !bad; t++) {
+            if (!asp_isa_supported(all_isas[t])) continue;
+            asp_isa prev = asp_isa_set(all_isas[t]);
+            float *C1 = run(&p, 1, scratch);
+            float *C2 = malloc(bytes);
+            memcpy(C2, p.C0, bytes);
+            asp_gemm_pack_a(p.ta, p.M, p.K, p.A, p.lda, ap);
+            asp_sgemm_pa(p.M, p.N, p.K, p.alpha, ap, p.tb, p.B, p.ldb, p.beta, C2, p.ldc, &p.ep,
+                         scratch);
+            bad = compare(&p, C2, asp_isa_name(all_isas[t])) || memcmp(C1, C2, bytes) != 0;
+            if (bad)
+                printf("  %s: M=%lld N=%lld K=%lld: packed A differs\n", asp_isa_name(all_isas[t]),
+                       (long long)p.M, (long long)p.N, (long long)p.K);
+            free(C1), free(C2);
+            asp_isa_set(prev);
+        }
+        free(ap);
+        problem_free(&p);
+        CHECK(!bad);
+    }
+    free(scratch);
+}
+
 TEST(gemm_parts_bit_identical)
 {
     static const int64_t shapes[][3] = {{100, 257, 530}, {257, 33, 300}, {1, 7, 17}, {700, 40, 64},

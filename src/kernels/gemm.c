@@ -351,25 +351,20 @@ static void part_range(int64_t M, int64_t N, int mr, int nr, int part, int npart
     else *i0 = lo, *i1 = hi;
 }
 
-void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-               int64_t ldc, const asp_epilogue *ep, int part, int nparts, void *scratch)
+/* The operand A of a GEMM: a matrix packed on the fly, or panels packed
+ * beforehand by asp_gemm_pack_a (all K blocks of rows [0, M), block at pc
+ * starting at pc * Mpad, its panel of row ic at ic * kb after that). */
+typedef struct {
+    int trans;
+    const float *A, *packed;
+    int64_t lda, mpad;
+} gemm_a;
+
+static void gemm_run(const gemm_cfg *g, const gemm_a *a, int trans_b, int64_t i0, int64_t i1,
+                     int64_t j0, int64_t j1, int64_t K, float alpha, const float *B, int64_t ldb,
+                     float beta, float *C, int64_t ldc, const asp_epilogue *ep, void *scratch)
 {
-    if (nparts < 1) nparts = 1;
-    ASPEN_ASSERT(part >= 0 && part < nparts);
-    if (M <= 0 || N <= 0) return;
-    const gemm_cfg *g = &gemm_cfgs[asp_isa_active()];
     const int mr = g->mr, nr = g->nr;
-
-    int64_t i0, i1, j0, j1;
-    part_range(M, N, mr, nr, part, nparts, &i0, &i1, &j0, &j1);
-    if (i0 >= i1 || j0 >= j1) return;
-    if (K <= 0 || alpha == 0.0f) {
-        scale_block(i0, i1, j0, j1, beta, C, ldc, ep);
-        return;
-    }
-    ASPEN_ASSERT(scratch != NULL);
-
     float *ap = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     float *bp = ap + g->mc * g->kc; /* mc*kc is a multiple of 16: stays aligned */
     const float *bias_m = ep ? ep->bias_m : NULL, *bias_n = ep ? ep->bias_n : NULL;
@@ -384,7 +379,9 @@ void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
             pack_b(trans_b, B, ldb, pc, jc, kb, nb, nr, g, bp);
             for (int64_t ic = i0; ic < i1; ic += g->mc) {
                 const int64_t mb = ASP_MIN(g->mc, i1 - ic);
-                pack_a(trans_a, A, lda, ic, pc, mb, kb, mr, g, ap);
+                const float *apb = ap;
+                if (a->packed) apb = a->packed + pc * a->mpad + ic * kb;
+                else pack_a(a->trans, a->A, a->lda, ic, pc, mb, kb, mr, g, ap);
                 for (int64_t ir = 0; ir < mb; ir += mr) {
                     const int nrows = (int)ASP_MIN((int64_t)mr, mb - ir);
                     for (int64_t jr = 0; jr < nb; jr += nr) {
@@ -397,13 +394,74 @@ void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
                             .relu = last && relu,
                             .scale_m = last && scale_m ? scale_m + ic + ir : NULL,
                         };
-                        g->ukr(kb, ap + ir * kb, bp + jr * kb, C + (ic + ir) * ldc + jc + jr, ldc,
-                               nrows, ncols, &t);
+                        g->ukr(kb, apb + ir * kb, bp + jr * kb, C + (ic + ir) * ldc + jc + jr,
+                               ldc, nrows, ncols, &t);
                     }
                 }
             }
         }
     }
+}
+
+void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+               int64_t ldc, const asp_epilogue *ep, int part, int nparts, void *scratch)
+{
+    if (nparts < 1) nparts = 1;
+    ASPEN_ASSERT(part >= 0 && part < nparts);
+    if (M <= 0 || N <= 0) return;
+    const gemm_cfg *g = &gemm_cfgs[asp_isa_active()];
+
+    int64_t i0, i1, j0, j1;
+    part_range(M, N, g->mr, g->nr, part, nparts, &i0, &i1, &j0, &j1);
+    if (i0 >= i1 || j0 >= j1) return;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_block(i0, i1, j0, j1, beta, C, ldc, ep);
+        return;
+    }
+    ASPEN_ASSERT(scratch != NULL);
+    const gemm_a a = {trans_a, A, NULL, lda, 0};
+    gemm_run(g, &a, trans_b, i0, i1, j0, j1, K, alpha, B, ldb, beta, C, ldc, ep, scratch);
+}
+
+/* ------------------------------------------------------------ packed A */
+
+static int64_t padded_rows(const gemm_cfg *g, int64_t M)
+{
+    return (M + g->mr - 1) / g->mr * g->mr;
+}
+
+size_t asp_gemm_packed_a_bytes(int64_t M, int64_t K)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ASP_ARRAY_LEN(gemm_cfgs); i++)
+        n = ASP_MAX(n, (size_t)(padded_rows(&gemm_cfgs[i], M) * K));
+    return n * sizeof(float);
+}
+
+void asp_gemm_pack_a(int trans_a, int64_t M, int64_t K, const float *A, int64_t lda, float *Ap)
+{
+    const gemm_cfg *g = &gemm_cfgs[asp_isa_active()];
+    const int64_t mpad = padded_rows(g, M);
+    for (int64_t pc = 0; pc < K; pc += g->kc) {
+        const int64_t kb = ASP_MIN(g->kc, K - pc);
+        pack_a(trans_a, A, lda, 0, pc, M, kb, g->mr, g, Ap + pc * mpad);
+    }
+}
+
+void asp_sgemm_pa(int64_t M, int64_t N, int64_t K, float alpha, const float *Ap, int trans_b,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                  const asp_epilogue *ep, void *scratch)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_block(0, M, 0, N, beta, C, ldc, ep);
+        return;
+    }
+    ASPEN_ASSERT(scratch != NULL && Ap != NULL);
+    const gemm_cfg *g = &gemm_cfgs[asp_isa_active()];
+    const gemm_a a = {0, NULL, Ap, 0, padded_rows(g, M)};
+    gemm_run(g, &a, trans_b, 0, M, 0, N, K, alpha, B, ldb, beta, C, ldc, ep, scratch);
 }
 
 /* --------------------------------------------------------------- reference */

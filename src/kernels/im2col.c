@@ -15,6 +15,8 @@
 
 #include <string.h>
 
+#include "kernels/gemm.h"
+
 /* First ow with ow*S - P + off >= 0, and one past the last with it < W. */
 static void valid_range(int64_t OW, int64_t W, int S, int P, int64_t off, int64_t *lo,
                         int64_t *hi)
@@ -61,11 +63,21 @@ SHORT_RUNS static inline void gather(float *restrict dst, const float *restrict 
     for (; i < n; i++) dst[i] = src[i];
 }
 
+/* Whether the AVX-512 unit-stride code (im2col_avx512.c) takes the call. */
+static int unit_w(const asp_im2col_geom *g)
+{
+    return g->SW == 1 && asp_isa_active() == ASP_ISA_AVX512;
+}
+
 SHORT_RUNS void asp_im2col_range(const asp_im2col_geom *g, const float *x /* (C, H, W) */, int64_t C,
                       int64_t p0, int64_t p1, float *col /* (C*KH*KW, p1-p0) */)
 {
     const int64_t OW = g->OW, W = g->W, H = g->H;
     if (p1 <= p0) return;
+    if (unit_w(g)) {
+        asp_im2col_range_avx512(g, x, C, p0, p1, col);
+        return;
+    }
     const int64_t oh0 = p0 / OW, oh1 = (p1 - 1) / OW;
     for (int64_t c = 0; c < C; c++) {
         const float *xc = x + c * H * W;
@@ -104,6 +116,10 @@ SHORT_RUNS void asp_col2im_range(const asp_im2col_geom *g, const float *col /* (
 {
     const int64_t OW = g->OW, W = g->W, H = g->H;
     if (p1 <= p0) return;
+    if (unit_w(g)) {
+        asp_col2im_range_avx512(g, col, C, p0, p1, x);
+        return;
+    }
     const int64_t oh0 = p0 / OW, oh1 = (p1 - 1) / OW;
     for (int64_t c = 0; c < C; c++) {
         float *xc = x + c * H * W;

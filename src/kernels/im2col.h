@@ -32,6 +32,13 @@ void asp_im2col_range(const asp_im2col_geom *g, const float *x, int64_t C, int64
 void asp_col2im_range(const asp_im2col_geom *g, const float *col, int64_t C, int64_t p0,
                       int64_t p1, float *x);
 
+/* The same for unit stride along w with AVX-512 (im2col_avx512.c); the
+ * functions above call them when they apply. */
+void asp_im2col_range_avx512(const asp_im2col_geom *g, const float *x, int64_t C, int64_t p0,
+                             int64_t p1, float *col);
+void asp_col2im_range_avx512(const asp_im2col_geom *g, const float *col, int64_t C, int64_t p0,
+                             int64_t p1, float *x);
+
 /* The whole image: p0 = 0, p1 = OH*OW. */
 void asp_im2col(const float *x, int64_t C, int64_t H, int64_t W, int KH, int KW, int SH, int SW,
                 int PH, int PW, int DH, int DW, int64_t OH, int64_t OW, float *col);

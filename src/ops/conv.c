@@ -130,6 +130,22 @@ static size_t epilogue_bytes(const asp_node *n, const conv_geom *c)
     return bn_folded(n) ? (2 * (size_t)c->M * sizeof(float) + 63) & ~(size_t)63 : 0;
 }
 
+/* Packed weights: a vertex that runs more than one GEMM with the same rows of
+ * W (several images or im2col tiles) packs them once into its scratch,
+ * after the epilogue's scale and shift, and reuses the panels
+ * (asp_sgemm_pa: the same arithmetic as packing them per GEMM). */
+static int64_t ntiles(const conv_geom *c) { return (c->P + tile_p(c) - 1) / tile_p(c); }
+
+static size_t packed_w_bytes(const conv_geom *c, int64_t rows, int64_t k)
+{
+    return (asp_gemm_packed_a_bytes(rows, k) + 63) & ~(size_t)63;
+}
+
+static size_t fwd_packed_bytes(const conv_geom *c)
+{
+    return c->N * ntiles(c) > 1 ? packed_w_bytes(c, c->Mg, c->Cg * c->KK) : 0;
+}
+
 /* The epilogue of every GEMM of a forward node, per output channel. */
 typedef struct {
     const float *scale, *bias; /* (M) each, or NULL */
@@ -245,7 +261,7 @@ int asp_conv2d_vertices(const asp_tensor *t, const asp_node *n, int threads)
 size_t asp_conv2d_scratch(const asp_tensor *t, const asp_node *n)
 {
     conv_geom c = geom(&t[n->in[0]], &t[n->in[1]], &n->a.conv);
-    return epilogue_bytes(n, &c) + tile_bytes(&c);
+    return epilogue_bytes(n, &c) + fwd_packed_bytes(&c) + tile_bytes(&c);
 }
 
 double asp_conv2d_macs(const asp_tensor *t, const asp_node *n)
@@ -254,14 +270,34 @@ double asp_conv2d_macs(const asp_tensor *t, const asp_node *n)
     return (double)c.N * (double)c.M * (double)c.P * (double)(c.Cg * c.KK);
 }
 
+/* Rows [r0, r1) of group gi's weights, packed into the vertex's scratch
+ * unless they are there already (*key remembers which rows are). */
+typedef struct {
+    int64_t g, r0, r1;
+} packed_key;
+
+static const float *packed_rows(const asp_kctx *k, const conv_geom *c, int trans, const float *w,
+                                int64_t lda, int64_t rows, int64_t kd, packed_key *key,
+                                packed_key want)
+{
+    float *ap = (float *)((char *)k->scratch + epilogue_bytes(k->node, c));
+    if (key->g != want.g || key->r0 != want.r0 || key->r1 != want.r1) {
+        asp_gemm_pack_a(trans, rows, kd, w, lda, ap);
+        *key = want;
+    }
+    return ap;
+}
+
 /* y[n, g*Mg + r0 : g*Mg + r1, p0:p1] = epilogue(W rows * col(x[n,g])[:, p0:p1]). */
 static void forward_block(const asp_kctx *k, const conv_geom *c, const conv_epilogue *e,
-                          int64_t n, int64_t gi, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
+                          packed_key *key, int64_t n, int64_t gi, int64_t r0, int64_t r1,
+                          int64_t p0, int64_t p1)
 {
     const asp_im2col_geom ig = im2col_geom(c);
     const float *x = ASP_IN(k, 0) /* (N, C, H, W) */, *w = ASP_IN(k, 1) /* (M, Cg, KH, KW) */;
     float *y = ASP_OUT(k, 0) /* (N, M, OH, OW) */;
-    float *col = (float *)((char *)k->scratch + epilogue_bytes(k->node, c)); /* (Cg*KK, <= T) */
+    const size_t wbytes = fwd_packed_bytes(c);
+    float *col = (float *)((char *)k->scratch + epilogue_bytes(k->node, c) + wbytes);
     const int64_t Kd = c->Cg * c->KK, m0 = gi * c->Mg + r0;
     const float *xg = x + (n * c->C + gi * c->Cg) * c->H * c->W;
     const float *B = xg + p0;
@@ -273,8 +309,16 @@ static void forward_block(const asp_kctx *k, const conv_geom *c, const conv_epil
     }
     asp_epilogue ep = {e->bias ? e->bias + m0 : NULL, NULL, e->act,
                        e->scale ? e->scale + m0 : NULL};
-    asp_sgemm(0, 0, r1 - r0, p1 - p0, Kd, 1.0f, w + m0 * Kd, Kd, B, ldb, 0.0f,
-              y + (n * c->M + m0) * c->P + p0, c->P, &ep, 0, 1, k->gemm_scratch);
+    float *yb = y + (n * c->M + m0) * c->P + p0;
+    if (!wbytes) {
+        asp_sgemm(0, 0, r1 - r0, p1 - p0, Kd, 1.0f, w + m0 * Kd, Kd, B, ldb, 0.0f, yb, c->P, &ep,
+                  0, 1, k->gemm_scratch);
+        return;
+    }
+    const packed_key want = {gi, r0, r1};
+    const float *ap = packed_rows(k, c, 0, w + m0 * Kd, Kd, r1 - r0, Kd, key, want);
+    asp_sgemm_pa(r1 - r0, p1 - p0, Kd, 1.0f, ap, 0, B, ldb, 0.0f, yb, c->P, &ep,
+                 k->gemm_scratch);
 }
 
 void asp_conv2d_forward(const asp_kctx *k)
@@ -282,9 +326,10 @@ void asp_conv2d_forward(const asp_kctx *k)
     conv_geom c = geom(ASP_TIN(k, 0), ASP_TIN(k, 1), &k->node->a.conv);
     const int64_t T = tile_p(&c);
     const conv_epilogue e = make_epilogue(k, &c);
+    packed_key key = {-1, 0, 0};
     if (!split_rows(&c)) {
         for (col_iter it = col_iter_start(&c, k); col_iter_next(&it, &c, T);)
-            forward_block(k, &c, &e, it.n, it.g, 0, c.Mg, it.p0, it.p1);
+            forward_block(k, &c, &e, &key, it.n, it.g, 0, c.Mg, it.p0, it.p1);
         return;
     }
     int64_t lo, hi;
@@ -295,7 +340,7 @@ void asp_conv2d_forward(const asp_kctx *k)
         if (r0 >= r1) continue;
         for (int64_t n = 0; n < c.N; n++)
             for (int64_t p0 = 0; p0 < c.P; p0 += T)
-                forward_block(k, &c, &e, n, gi, r0, r1, p0, ASP_MIN(c.P, p0 + T));
+                forward_block(k, &c, &e, &key, n, gi, r0, r1, p0, ASP_MIN(c.P, p0 + T));
     }
 }
 
@@ -351,11 +396,35 @@ int asp_conv2d_bwd_data_vertices(const asp_tensor *t, const asp_node *n, int thr
     return split_columns_bwd(&c) ? column_vertices(&c, threads) : unit_vertices(c.N * c.C, threads);
 }
 
+/* Packed W^T of a group for the backward data: worth it when the vertex
+ * runs several GEMMs with it (images or tiles). */
+static size_t bwd_packed_bytes(const conv_geom *c)
+{
+    if (c->N * ntiles(c) < 2) return 0;
+    return split_columns_bwd(c) ? packed_w_bytes(c, c->Cg, c->Mg)
+                                : packed_w_bytes(c, c->Cg * c->KK, c->Mg);
+}
+
 size_t asp_conv2d_bwd_data_scratch(const asp_tensor *t, const asp_node *n)
 {
     asp_tensor x = x_desc(n);
     conv_geom c = geom(&x, &t[n->in[1]], &n->a.sh.conv);
-    return tile_bytes(&c);
+    return bwd_packed_bytes(&c) + tile_bytes(&c);
+}
+
+/* C = W^T rows * B through the packed panels (packed_rows) when the scratch
+ * has room for them, else a plain GEMM. */
+static void bwd_gemm(const asp_kctx *k, const conv_geom *c, packed_key *key, packed_key want,
+                     int64_t rows, int64_t n, const float *wt, int64_t ldw, const float *B,
+                     int64_t ldb, float *C, int64_t ldc)
+{
+    if (!bwd_packed_bytes(c)) {
+        asp_sgemm(1, 0, rows, n, c->Mg, 1.0f, wt, ldw, B, ldb, 0.0f, C, ldc, NULL, 0, 1,
+                  k->gemm_scratch);
+        return;
+    }
+    const float *ap = packed_rows(k, c, 1, wt, ldw, rows, c->Mg, key, want);
+    asp_sgemm_pa(rows, n, c->Mg, 1.0f, ap, 0, B, ldb, 0.0f, C, ldc, NULL, k->gemm_scratch);
 }
 
 void asp_conv2d_bwd_data_forward(const asp_kctx *k)
@@ -365,14 +434,16 @@ void asp_conv2d_bwd_data_forward(const asp_kctx *k)
     const asp_im2col_geom ig = im2col_geom(&c);
     const float *dy = ASP_IN(k, 0) /* (N, M, OH, OW) */, *w = ASP_IN(k, 1) /* (M, Cg, KH, KW) */;
     float *dx = ASP_OUT(k, 0) /* (N, C, H, W) */;
-    float *col = k->scratch; /* (rows <= Cg*KK, <= T) */
+    float *col = (float *)((char *)k->scratch + bwd_packed_bytes(&c)); /* (rows, <= T) */
     const int64_t T = tile_p(&c), Kd = c.Cg * c.KK, HW = c.H * c.W;
+    packed_key key = {-1, 0, 0};
     if (split_columns_bwd(&c)) {
-        for (col_iter it = col_iter_start(&c, k); col_iter_next(&it, &c, T);)
-            asp_sgemm(1, 0, c.Cg, it.p1 - it.p0, c.Mg, 1.0f, w + it.g * c.Mg * Kd, Kd,
-                      dy + (it.n * c.M + it.g * c.Mg) * c.P + it.p0, c.P, 0.0f,
-                      dx + (it.n * c.C + it.g * c.Cg) * HW + it.p0, HW, NULL, 0, 1,
-                      k->gemm_scratch);
+        for (col_iter it = col_iter_start(&c, k); col_iter_next(&it, &c, T);) {
+            const packed_key want = {it.g, 0, c.Cg};
+            bwd_gemm(k, &c, &key, want, c.Cg, it.p1 - it.p0, w + it.g * c.Mg * Kd, Kd,
+                     dy + (it.n * c.M + it.g * c.Mg) * c.P + it.p0, c.P,
+                     dx + (it.n * c.C + it.g * c.Cg) * HW + it.p0, HW);
+        }
         return;
     }
     int64_t lo, hi;
@@ -383,17 +454,17 @@ void asp_conv2d_bwd_data_forward(const asp_kctx *k)
         float *dxc = dx + (n * c.C + gi * c.Cg + c0) * HW;
         const float *wc = w + gi * c.Mg * Kd + c0 * c.KK, *dyg = dy + (n * c.M + gi * c.Mg) * c.P;
         f += c1 - c0;
+        const packed_key want = {gi, c0, c1};
         if (is_pointwise(&c)) {
-            asp_sgemm(1, 0, c1 - c0, c.P, c.Mg, 1.0f, wc, Kd, dyg, c.P, 0.0f, dxc, HW, NULL, 0, 1,
-                      k->gemm_scratch);
+            bwd_gemm(k, &c, &key, want, c1 - c0, c.P, wc, Kd, dyg, c.P, dxc, HW);
             continue;
         }
         memset(dxc, 0, (size_t)((c1 - c0) * HW) * sizeof(float));
         for (int64_t p0 = 0, p1; p0 < c.P; p0 = p1) {
             p1 = ASP_MIN(c.P, p0 + T);
             /* col (rows, p1-p0) = W[g][:, c0*KK : c1*KK]^T * dy[n,g][:, p0:p1] */
-            asp_sgemm(1, 0, (c1 - c0) * c.KK, p1 - p0, c.Mg, 1.0f, wc, Kd, dyg + p0, c.P, 0.0f,
-                      col, p1 - p0, NULL, 0, 1, k->gemm_scratch);
+            bwd_gemm(k, &c, &key, want, (c1 - c0) * c.KK, p1 - p0, wc, Kd, dyg + p0, c.P, col,
+                     p1 - p0);
             asp_col2im_range(&ig, col, c1 - c0, p0, p1, dxc);
         }
     }

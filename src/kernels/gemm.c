@@ -100,20 +100,26 @@ static void gemm_ukr_generic(int64_t kc, const float *a /* (kc, GEN_MR) packed *
 
 /* -------------------------------------------------------------- ISA table */
 
+static void store_tile_t_generic(const float *tile, int64_t tld, int mr, int nr, float *C,
+                                 int64_t ldc, const asp_gemm_tail *t);
+
 typedef struct {
     asp_gemm_ukr ukr;
     asp_gemm_pack_t pack_t;   /* or NULL */
     asp_gemm_pack_n_t pack_n; /* or NULL */
+    asp_gemm_store_t store_t;
     int mr, nr;
     int64_t kc, mc, nc; /* mc a multiple of mr, nc a multiple of nr */
 } gemm_cfg;
 
 static const gemm_cfg gemm_cfgs[3] = {
-    [ASP_ISA_GENERIC] = {gemm_ukr_generic, NULL, NULL, GEN_MR, GEN_NR, 256, 128, 1024},
+    [ASP_ISA_GENERIC] = {gemm_ukr_generic, NULL, NULL, store_tile_t_generic, GEN_MR, GEN_NR, 256,
+                         128, 1024},
     [ASP_ISA_AVX2] = {asp_gemm_ukr_avx2, asp_gemm_pack_t_avx2, asp_gemm_pack_n_avx2,
-                      ASP_GEMM_AVX2_MR, ASP_GEMM_AVX2_NR, 384, 288, 1024},
+                      asp_gemm_store_t_avx2, ASP_GEMM_AVX2_MR, ASP_GEMM_AVX2_NR, 384, 288, 1024},
     [ASP_ISA_AVX512] = {asp_gemm_ukr_avx512, asp_gemm_pack_t_avx512, asp_gemm_pack_n_avx512,
-                        ASP_GEMM_AVX512_MR, ASP_GEMM_AVX512_NR, 384, 224, 1024},
+                        asp_gemm_store_t_avx512, ASP_GEMM_AVX512_MR, ASP_GEMM_AVX512_NR, 384,
+                        224, 1024},
 };
 
 static asp_isa isa_current = ASP_ISA_GENERIC;
@@ -360,19 +366,60 @@ typedef struct {
     int64_t lda, mpad;
 } gemm_a;
 
+/* Transposed output: the driver may compute C^T = op(B)^T op(A)^T, the roles
+ * of A and B swapped, when N is narrow and M is not (ResNet-50's 7x7 stage:
+ * N = 49 fills 49 of 64 lanes of its column tiles; as rows it fills 49 of
+ * 56). The micro-kernel then writes its tile to a buffer and this stores it
+ * transposed into C with alpha, beta and the epilogue (whose row and column
+ * vectors swap too). The choice is a function of (M, N) and the ISA only, so
+ * every part of a call makes the same one. */
+static void store_tile_t_generic(const float *tile /* (mr, NR) */, int64_t tld, int mr, int nr,
+                                 float *C, int64_t ldc, const asp_gemm_tail *t)
+{
+    for (int j = 0; j < nr; j++) {
+        float *cj = C + j * ldc;
+        for (int i = 0; i < mr; i++) {
+            float v = t->alpha * tile[i * tld + j];
+            if (t->beta != 0.0f) v = t->beta * cj[i] + v;
+            if (t->scale_m) v *= t->scale_m[j];
+            if (t->bias_m) v += t->bias_m[j];
+            if (t->bias_n) v += t->bias_n[i];
+            if (t->relu && v < 0.0f) v = 0.0f;
+            cj[i] = v;
+        }
+    }
+}
+
+/* Lanes computed for an extent n in whole vectors of vw. */
+static int64_t vec_ceil(int64_t n, int vw) { return (n + vw - 1) / vw * vw; }
+
+/* Work ~ rows x vector lanes of columns (16: AVX-512's vectors; the same rule
+ * for every ISA, so callers can size buffers from it); swap only for a clear
+ * gain. */
+int asp_gemm_transposed(int64_t M, int64_t N)
+{
+    return (double)N * (double)vec_ceil(M, 16) * 1.08 < (double)M * (double)vec_ceil(N, 16);
+}
+
 static void gemm_run(const gemm_cfg *g, const gemm_a *a, int trans_b, int64_t i0, int64_t i1,
                      int64_t j0, int64_t j1, int64_t K, float alpha, const float *B, int64_t ldb,
-                     float beta, float *C, int64_t ldc, const asp_epilogue *ep, void *scratch)
+                     float beta, float *C, int64_t ldc, const asp_epilogue *ep, int tr,
+                     void *scratch)
 {
     const int mr = g->mr, nr = g->nr;
+    float tile[ASP_GEMM_AVX512_MR * ASP_GEMM_AVX512_NR] __attribute__((aligned(64)));
     float *ap = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     float *bp = ap + g->mc * g->kc; /* mc*kc is a multiple of 16: stays aligned */
     const float *bias_m = ep ? ep->bias_m : NULL, *bias_n = ep ? ep->bias_n : NULL;
     const float *scale_m = ep ? ep->scale_m : NULL;
     const int relu = ep && ep->act == ASP_ACT_RELU;
 
-    for (int64_t jc = j0; jc < j1; jc += g->nc) {
-        const int64_t nb = ASP_MIN(g->nc, j1 - jc);
+    /* Few rows (one A block): each packed B block is streamed past the A
+     * panels only a few times, so it must stay in L2 (384 columns: 576 KiB
+     * at kc = 384); NC does not change the order of any sum. */
+    const int64_t nc = i1 - i0 <= g->mc ? ASP_MIN(g->nc, 384) : g->nc;
+    for (int64_t jc = j0; jc < j1; jc += nc) {
+        const int64_t nb = ASP_MIN(nc, j1 - jc);
         for (int64_t pc = 0; pc < K; pc += g->kc) {
             const int64_t kb = ASP_MIN(g->kc, K - pc);
             const int last = pc + kb == K;
@@ -386,6 +433,23 @@ static void gemm_run(const gemm_cfg *g, const gemm_a *a, int trans_b, int64_t i0
                     const int nrows = (int)ASP_MIN((int64_t)mr, mb - ir);
                     for (int64_t jr = 0; jr < nb; jr += nr) {
                         const int ncols = (int)ASP_MIN((int64_t)nr, nb - jr);
+                        if (tr) {
+                            /* rows here are C's columns: see store_tile_t */
+                            static const asp_gemm_tail plain = {1.0f, 0.0f, NULL, NULL, 0, NULL};
+                            const asp_gemm_tail t = {
+                                .alpha = alpha,
+                                .beta = pc == 0 ? beta : 1.0f,
+                                .bias_m = last && bias_m ? bias_m + jc + jr : NULL,
+                                .bias_n = last && bias_n ? bias_n + ic + ir : NULL,
+                                .relu = last && relu,
+                                .scale_m = last && scale_m ? scale_m + jc + jr : NULL,
+                            };
+                            g->ukr(kb, apb + ir * kb, bp + jr * kb, tile, nr, nrows, ncols,
+                                   &plain);
+                            g->store_t(tile, nr, nrows, ncols, C + (jc + jr) * ldc + ic + ir,
+                                       ldc, &t);
+                            continue;
+                        }
                         const asp_gemm_tail t = {
                             .alpha = alpha,
                             .beta = pc == 0 ? beta : 1.0f,
@@ -420,8 +484,15 @@ void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
         return;
     }
     ASPEN_ASSERT(scratch != NULL);
+    if (asp_gemm_transposed(M, N)) {
+        /* C^T (N x M) = op(B)^T op(A)^T: B is the packed-rows operand */
+        const gemm_a bt = {!trans_b, B, NULL, ldb, 0};
+        gemm_run(g, &bt, !trans_a, j0, j1, i0, i1, K, alpha, A, lda, beta, C, ldc, ep, 1,
+                 scratch);
+        return;
+    }
     const gemm_a a = {trans_a, A, NULL, lda, 0};
-    gemm_run(g, &a, trans_b, i0, i1, j0, j1, K, alpha, B, ldb, beta, C, ldc, ep, scratch);
+    gemm_run(g, &a, trans_b, i0, i1, j0, j1, K, alpha, B, ldb, beta, C, ldc, ep, 0, scratch);
 }
 
 /* ------------------------------------------------------------ packed A */
@@ -461,7 +532,7 @@ void asp_sgemm_pa(int64_t M, int64_t N, int64_t K, float alpha, const float *Ap,
     ASPEN_ASSERT(scratch != NULL && Ap != NULL);
     const gemm_cfg *g = &gemm_cfgs[asp_isa_active()];
     const gemm_a a = {0, NULL, Ap, 0, padded_rows(g, M)};
-    gemm_run(g, &a, trans_b, 0, M, 0, N, K, alpha, B, ldb, beta, C, ldc, ep, scratch);
+    gemm_run(g, &a, trans_b, 0, M, 0, N, K, alpha, B, ldb, beta, C, ldc, ep, 0, scratch);
 }
 
 /* --------------------------------------------------------------- reference */

@@ -52,11 +52,16 @@ void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
                const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                int64_t ldc, const asp_epilogue *ep, int part, int nparts, void *scratch);
 
+/* Whether asp_sgemm computes this M x N product as C^T = op(B)^T op(A)^T
+ * (N narrow, M not: see gemm.c); a function of M and N only. */
+int asp_gemm_transposed(int64_t M, int64_t N);
+
 /* A packed once, used many times: a convolution's weights across the images
  * and tiles of a vertex. asp_gemm_pack_a packs op(A) (M x K) for the active
  * ISA into Ap (asp_gemm_packed_a_bytes(M, K) bytes, 64-byte aligned);
  * asp_sgemm_pa is asp_sgemm over the whole of C (one part) with that A, and
- * gives bit-identical results (same panels, same micro-kernel calls). The
+ * gives bit-identical results (same panels, same micro-kernel calls) where
+ * asp_sgemm does not transpose (asp_gemm_transposed(M, N) == 0). The
  * packing is only valid for the ISA active when it was made. */
 size_t asp_gemm_packed_a_bytes(int64_t M, int64_t K);
 void asp_gemm_pack_a(int trans_a, int64_t M, int64_t K, const float *A, int64_t lda, float *Ap);
@@ -111,6 +116,16 @@ typedef void (*asp_gemm_pack_t)(const float *src, int64_t ld, int64_t kb, int ro
  * panels and A stored (K, M) into MR-tall ones; NULL in a table: plain C. */
 typedef void (*asp_gemm_pack_n_t)(const float *src, int64_t ld, int64_t kb, int cols, int p,
                                   float *dst);
+
+/* Store a tile of sums (alpha 1, beta 0) transposed into C: element (i, j)
+ * to C[j * ldc + i], with the epilogue t as the ISA's micro-kernel applies it
+ * (scale_m and bias_m indexed by j, bias_n by i): gemm.c's transposed GEMMs. */
+typedef void (*asp_gemm_store_t)(const float *tile, int64_t tld, int mr, int nr, float *C,
+                                 int64_t ldc, const asp_gemm_tail *t);
+void asp_gemm_store_t_avx2(const float *tile, int64_t tld, int mr, int nr, float *C, int64_t ldc,
+                           const asp_gemm_tail *t);
+void asp_gemm_store_t_avx512(const float *tile, int64_t tld, int mr, int nr, float *C,
+                             int64_t ldc, const asp_gemm_tail *t);
 
 void asp_gemm_ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr,
                        int nr, const asp_gemm_tail *t);

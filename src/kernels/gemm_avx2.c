@@ -18,6 +18,7 @@
 #include <immintrin.h>
 
 #include "kernels/gemm.h"
+#include "kernels/gemm_store_t.h"
 
 #define MR ASP_GEMM_AVX2_MR
 #define NR ASP_GEMM_AVX2_NR
@@ -175,4 +176,10 @@ void asp_gemm_pack_n_avx2(const float *src /* (kb, cols), row stride ld */, int6
         _mm256_maskstore_ps(dst, z0, _mm256_maskload_ps(src, m0));
         if (p > 8) _mm256_maskstore_ps(dst + 8, z1, _mm256_maskload_ps(src + 8, m1));
     }
+}
+
+void asp_gemm_store_t_avx2(const float *tile, int64_t tld, int mr, int nr, float *C, int64_t ldc,
+                         const asp_gemm_tail *t)
+{
+    gemm_store_t_fma(tile, tld, mr, nr, C, ldc, t);
 }

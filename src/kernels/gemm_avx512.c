@@ -193,3 +193,41 @@ void asp_gemm_pack_n_avx512(const float *src /* (kb, cols), row stride ld */, in
         if (p > 16) _mm512_mask_storeu_ps(dst + 16, z1, _mm512_maskz_loadu_ps(m1, src + 16));
     }
 }
+
+/* The transposed store (gemm_store_t.h's contract), vectorised: each 16-column
+ * half of the tile is transposed in registers, so column j of the tile is a
+ * vector over i, a row of C: the epilogue then runs with the micro-kernel's
+ * own instructions, with scale_m / bias_m broadcast per j and bias_n loaded
+ * along i. */
+void asp_gemm_store_t_avx512(const float *tile, int64_t tld, int mr, int nr, float *C, int64_t ldc,
+                             const asp_gemm_tail *t)
+{
+    const __mmask16 mi = mr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << mr) - 1u);
+    const __m512 alpha = _mm512_set1_ps(t->alpha), beta = _mm512_set1_ps(t->beta);
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 bn = t->bias_n ? _mm512_maskz_loadu_ps(mi, t->bias_n) : zero;
+    for (int h = 0; h * 16 < nr; h++) {
+        __m512 r[16];
+        _Pragma("GCC unroll 16") for (int q = 0; q < 16; q++)
+        {
+            r[q] = q < mr ? _mm512_loadu_ps(tile + q * tld + 16 * h) : zero;
+        }
+        transpose16(r);
+        const int nj = nr - 16 * h < 16 ? nr - 16 * h : 16;
+        for (int jj = 0; jj < nj; jj++) {
+            const int j = 16 * h + jj;
+            float *cj = C + j * ldc;
+            __m512 v = _mm512_mul_ps(alpha, r[jj]);
+            if (t->beta != 0.0f) v = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mi, cj), v);
+            if (t->scale_m) {
+                const __m512 bm = t->bias_m ? _mm512_set1_ps(t->bias_m[j]) : zero;
+                v = _mm512_fmadd_ps(v, _mm512_set1_ps(t->scale_m[j]), bm);
+            } else if (t->bias_m) {
+                v = _mm512_add_ps(v, _mm512_set1_ps(t->bias_m[j]));
+            }
+            if (t->bias_n) v = _mm512_add_ps(v, bn);
+            if (t->relu) v = _mm512_max_ps(zero, v);
+            _mm512_mask_storeu_ps(cj, mi, v);
+        }
+    }
+}

@@ -414,12 +414,8 @@ static void gemm_run(const gemm_cfg *g, const gemm_a *a, int trans_b, int64_t i0
     const float *scale_m = ep ? ep->scale_m : NULL;
     const int relu = ep && ep->act == ASP_ACT_RELU;
 
-    /* Few rows (one A block): each packed B block is streamed past the A
-     * panels only a few times, so it must stay in L2 (384 columns: 576 KiB
-     * at kc = 384); NC does not change the order of any sum. */
-    const int64_t nc = i1 - i0 <= g->mc ? ASP_MIN(g->nc, 384) : g->nc;
-    for (int64_t jc = j0; jc < j1; jc += nc) {
-        const int64_t nb = ASP_MIN(nc, j1 - jc);
+    for (int64_t jc = j0; jc < j1; jc += g->nc) {
+        const int64_t nb = ASP_MIN(g->nc, j1 - jc);
         for (int64_t pc = 0; pc < K; pc += g->kc) {
             const int64_t kb = ASP_MIN(g->kc, K - pc);
             const int last = pc + kb == K;

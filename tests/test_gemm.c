@@ -265,9 +265,9 @@ TEST(gemm_large_blocks)
 
 /* Bit-identical results for nparts = 1, 2, 3, 5, per ISA, splitting either M
  * or N, with more parts than groups, and with several K blocks. */
-/* A packed once (asp_gemm_pack_a) and used by asp_sgemm_pa: the same bits as
- * asp_sgemm, on every ISA, for both layouts of A and B, edge tiles, K past
- * one K block, and the epilogue. */
+/* A packed once (asp_gemm_pack_a) and used by asp_sgemm_pa, in both
+ * orientations: the same bits as asp_sgemm, on every ISA, for both layouts of
+ * A and B, edge tiles, K past one K block, and the epilogue. */
 TEST(gemm_packed_a_bit_identical)
 {
     static const int64_t shapes[][3] = {{64, 64, 800}, {15, 33, 25}, {1, 1, 1}, {29, 70, 769},
@@ -287,15 +287,17 @@ TEST(gemm_packed_a_bit_identical)
             asp_isa prev = asp_isa_set(all_isas[t]);
             float *C1 = run(&p, 1, scratch);
             float *C2 = malloc(bytes);
-            memcpy(C2, p.C0, bytes);
-            asp_gemm_pack_a(p.ta, p.M, p.K, p.A, p.lda, ap);
-            asp_sgemm_pa(p.M, p.N, p.K, p.alpha, ap, p.tb, p.B, p.ldb, p.beta, C2, p.ldc, &p.ep,
-                         scratch);
-            bad = compare(&p, C2, asp_isa_name(all_isas[t])) ||
-                  (!asp_gemm_transposed(p.M, p.N) && memcmp(C1, C2, bytes) != 0);
-            if (bad)
-                printf("  %s: M=%lld N=%lld K=%lld: packed A differs\n", asp_isa_name(all_isas[t]),
-                       (long long)p.M, (long long)p.N, (long long)p.K);
+            for (int tr = 0; tr < 2 && !bad; tr++) {
+                memcpy(C2, p.C0, bytes);
+                asp_gemm_pack_a(p.ta, p.M, p.K, p.A, p.lda, tr, ap);
+                asp_sgemm_pa(p.M, p.N, p.K, p.alpha, ap, tr, p.tb, p.B, p.ldb, p.beta, C2, p.ldc,
+                             &p.ep, scratch);
+                bad = compare(&p, C2, asp_isa_name(all_isas[t])) || memcmp(C1, C2, bytes) != 0;
+                if (bad)
+                    printf("  %s: M=%lld N=%lld K=%lld transposed %d: packed A differs\n",
+                           asp_isa_name(all_isas[t]), (long long)p.M, (long long)p.N,
+                           (long long)p.K, tr);
+            }
             free(C1), free(C2);
             asp_isa_set(prev);
         }

@@ -357,14 +357,19 @@ static void part_range(int64_t M, int64_t N, int mr, int nr, int part, int npart
     else *i0 = lo, *i1 = hi;
 }
 
-/* The operand A of a GEMM: a matrix packed on the fly, or panels packed
- * beforehand by asp_gemm_pack_a (all K blocks of rows [0, M), block at pc
- * starting at pc * Mpad, its panel of row ic at ic * kb after that). */
+/* An operand of the driver: the rows operand (packed into MR-tall panels)
+ * or the columns operand (NR-wide panels), either a matrix packed block by
+ * block on the fly, or all of its panels packed beforehand by
+ * asp_gemm_pack_a: K block pc starts at pc * pad (pad: the rows or columns
+ * rounded up to whole panels), and the panel at row or column r of it at
+ * r * kb after that. */
 typedef struct {
     int trans;
-    const float *A, *packed;
-    int64_t lda, mpad;
-} gemm_a;
+    const float *X;
+    int64_t ld;
+    const float *packed;
+    int64_t pad;
+} gemm_opnd;
 
 /* Transposed output: the driver may compute C^T = op(B)^T op(A)^T, the roles
  * of A and B swapped, when N is narrow and M is not (ResNet-50's 7x7 stage:
@@ -401,10 +406,9 @@ int asp_gemm_transposed(int64_t M, int64_t N)
     return (double)N * (double)vec_ceil(M, 16) * 1.08 < (double)M * (double)vec_ceil(N, 16);
 }
 
-static void gemm_run(const gemm_cfg *g, const gemm_a *a, int trans_b, int64_t i0, int64_t i1,
-                     int64_t j0, int64_t j1, int64_t K, float alpha, const float *B, int64_t ldb,
-                     float beta, float *C, int64_t ldc, const asp_epilogue *ep, int tr,
-                     void *scratch)
+static void gemm_run(const gemm_cfg *g, const gemm_opnd *a, const gemm_opnd *b, int64_t i0,
+                     int64_t i1, int64_t j0, int64_t j1, int64_t K, float alpha, float beta,
+                     float *C, int64_t ldc, const asp_epilogue *ep, int tr, void *scratch)
 {
     const int mr = g->mr, nr = g->nr;
     float tile[ASP_GEMM_AVX512_MR * ASP_GEMM_AVX512_NR] __attribute__((aligned(64)));
@@ -419,12 +423,14 @@ static void gemm_run(const gemm_cfg *g, const gemm_a *a, int trans_b, int64_t i0
         for (int64_t pc = 0; pc < K; pc += g->kc) {
             const int64_t kb = ASP_MIN(g->kc, K - pc);
             const int last = pc + kb == K;
-            pack_b(trans_b, B, ldb, pc, jc, kb, nb, nr, g, bp);
+            const float *bpb = bp;
+            if (b->packed) bpb = b->packed + pc * b->pad + jc * kb;
+            else pack_b(b->trans, b->X, b->ld, pc, jc, kb, nb, nr, g, bp);
             for (int64_t ic = i0; ic < i1; ic += g->mc) {
                 const int64_t mb = ASP_MIN(g->mc, i1 - ic);
                 const float *apb = ap;
-                if (a->packed) apb = a->packed + pc * a->mpad + ic * kb;
-                else pack_a(a->trans, a->A, a->lda, ic, pc, mb, kb, mr, g, ap);
+                if (a->packed) apb = a->packed + pc * a->pad + ic * kb;
+                else pack_a(a->trans, a->X, a->ld, ic, pc, mb, kb, mr, g, ap);
                 for (int64_t ir = 0; ir < mb; ir += mr) {
                     const int nrows = (int)ASP_MIN((int64_t)mr, mb - ir);
                     for (int64_t jr = 0; jr < nb; jr += nr) {
@@ -440,7 +446,7 @@ static void gemm_run(const gemm_cfg *g, const gemm_a *a, int trans_b, int64_t i0
                                 .relu = last && relu,
                                 .scale_m = last && scale_m ? scale_m + jc + jr : NULL,
                             };
-                            g->ukr(kb, apb + ir * kb, bp + jr * kb, tile, nr, nrows, ncols,
+                            g->ukr(kb, apb + ir * kb, bpb + jr * kb, tile, nr, nrows, ncols,
                                    &plain);
                             g->store_t(tile, nr, nrows, ncols, C + (jc + jr) * ldc + ic + ir,
                                        ldc, &t);
@@ -454,7 +460,7 @@ static void gemm_run(const gemm_cfg *g, const gemm_a *a, int trans_b, int64_t i0
                             .relu = last && relu,
                             .scale_m = last && scale_m ? scale_m + ic + ir : NULL,
                         };
-                        g->ukr(kb, apb + ir * kb, bp + jr * kb, C + (ic + ir) * ldc + jc + jr,
+                        g->ukr(kb, apb + ir * kb, bpb + jr * kb, C + (ic + ir) * ldc + jc + jr,
                                ldc, nrows, ncols, &t);
                     }
                 }
@@ -482,42 +488,43 @@ void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
     ASPEN_ASSERT(scratch != NULL);
     if (asp_gemm_transposed(M, N)) {
         /* C^T (N x M) = op(B)^T op(A)^T: B is the packed-rows operand */
-        const gemm_a bt = {!trans_b, B, NULL, ldb, 0};
-        gemm_run(g, &bt, !trans_a, j0, j1, i0, i1, K, alpha, A, lda, beta, C, ldc, ep, 1,
-                 scratch);
+        const gemm_opnd rows = {!trans_b, B, ldb, NULL, 0}, cols = {!trans_a, A, lda, NULL, 0};
+        gemm_run(g, &rows, &cols, j0, j1, i0, i1, K, alpha, beta, C, ldc, ep, 1, scratch);
         return;
     }
-    const gemm_a a = {trans_a, A, NULL, lda, 0};
-    gemm_run(g, &a, trans_b, i0, i1, j0, j1, K, alpha, B, ldb, beta, C, ldc, ep, 0, scratch);
+    const gemm_opnd rows = {trans_a, A, lda, NULL, 0}, cols = {trans_b, B, ldb, NULL, 0};
+    gemm_run(g, &rows, &cols, i0, i1, j0, j1, K, alpha, beta, C, ldc, ep, 0, scratch);
 }
 
 /* ------------------------------------------------------------ packed A */
 
-static int64_t padded_rows(const gemm_cfg *g, int64_t M)
-{
-    return (M + g->mr - 1) / g->mr * g->mr;
-}
+static int64_t padded(int64_t n, int p) { return (n + p - 1) / p * p; }
 
 size_t asp_gemm_packed_a_bytes(int64_t M, int64_t K)
 {
     size_t n = 0;
-    for (size_t i = 0; i < ASP_ARRAY_LEN(gemm_cfgs); i++)
-        n = ASP_MAX(n, (size_t)(padded_rows(&gemm_cfgs[i], M) * K));
+    for (size_t i = 0; i < ASP_ARRAY_LEN(gemm_cfgs); i++) {
+        const gemm_cfg *g = &gemm_cfgs[i];
+        n = ASP_MAX(n, (size_t)(ASP_MAX(padded(M, g->mr), padded(M, g->nr)) * K));
+    }
     return n * sizeof(float);
 }
 
-void asp_gemm_pack_a(int trans_a, int64_t M, int64_t K, const float *A, int64_t lda, float *Ap)
+void asp_gemm_pack_a(int trans_a, int64_t M, int64_t K, const float *A, int64_t lda,
+                     int transposed, float *Ap)
 {
     const gemm_cfg *g = &gemm_cfgs[asp_isa_active()];
-    const int64_t mpad = padded_rows(g, M);
+    const int64_t pad = padded(M, transposed ? g->nr : g->mr);
     for (int64_t pc = 0; pc < K; pc += g->kc) {
         const int64_t kb = ASP_MIN(g->kc, K - pc);
-        pack_a(trans_a, A, lda, 0, pc, M, kb, g->mr, g, Ap + pc * mpad);
+        /* transposed: the columns operand op(A)^T, stored (M, K) when A is not transposed */
+        if (transposed) pack_b(!trans_a, A, lda, pc, 0, kb, M, g->nr, g, Ap + pc * pad);
+        else pack_a(trans_a, A, lda, 0, pc, M, kb, g->mr, g, Ap + pc * pad);
     }
 }
 
-void asp_sgemm_pa(int64_t M, int64_t N, int64_t K, float alpha, const float *Ap, int trans_b,
-                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+void asp_sgemm_pa(int64_t M, int64_t N, int64_t K, float alpha, const float *Ap, int transposed,
+                  int trans_b, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                   const asp_epilogue *ep, void *scratch)
 {
     if (M <= 0 || N <= 0) return;
@@ -527,8 +534,14 @@ void asp_sgemm_pa(int64_t M, int64_t N, int64_t K, float alpha, const float *Ap,
     }
     ASPEN_ASSERT(scratch != NULL && Ap != NULL);
     const gemm_cfg *g = &gemm_cfgs[asp_isa_active()];
-    const gemm_a a = {0, NULL, Ap, 0, padded_rows(g, M)};
-    gemm_run(g, &a, trans_b, 0, M, 0, N, K, alpha, B, ldb, beta, C, ldc, ep, 0, scratch);
+    if (transposed) {
+        const gemm_opnd rows = {!trans_b, B, ldb, NULL, 0};
+        const gemm_opnd cols = {0, NULL, 0, Ap, padded(M, g->nr)};
+        gemm_run(g, &rows, &cols, 0, N, 0, M, K, alpha, beta, C, ldc, ep, 1, scratch);
+        return;
+    }
+    const gemm_opnd rows = {0, NULL, 0, Ap, padded(M, g->mr)}, cols = {trans_b, B, ldb, NULL, 0};
+    gemm_run(g, &rows, &cols, 0, M, 0, N, K, alpha, beta, C, ldc, ep, 0, scratch);
 }
 
 /* --------------------------------------------------------------- reference */

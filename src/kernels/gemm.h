@@ -57,16 +57,19 @@ void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
 int asp_gemm_transposed(int64_t M, int64_t N);
 
 /* A packed once, used many times: a convolution's weights across the images
- * and tiles of a vertex. asp_gemm_pack_a packs op(A) (M x K) for the active
- * ISA into Ap (asp_gemm_packed_a_bytes(M, K) bytes, 64-byte aligned);
- * asp_sgemm_pa is asp_sgemm over the whole of C (one part) with that A, and
- * gives bit-identical results (same panels, same micro-kernel calls) where
- * asp_sgemm does not transpose (asp_gemm_transposed(M, N) == 0). The
- * packing is only valid for the ISA active when it was made. */
+ * and tiles of a vertex, or across runs. asp_gemm_pack_a packs op(A)
+ * (M x K) for the active ISA into Ap (asp_gemm_packed_a_bytes(M, K) bytes,
+ * 64-byte aligned), for the product as asp_sgemm computes it
+ * (transposed = 0) or for the transposed product C^T = op(B)^T op(A)^T
+ * (transposed = 1, see asp_gemm_transposed); asp_sgemm_pa is asp_sgemm over
+ * the whole of C (one part) with that A in that orientation. Both
+ * orientations give bit-identical results, equal to asp_sgemm's. The packing
+ * is only valid for the ISA active when it was made. */
 size_t asp_gemm_packed_a_bytes(int64_t M, int64_t K);
-void asp_gemm_pack_a(int trans_a, int64_t M, int64_t K, const float *A, int64_t lda, float *Ap);
-void asp_sgemm_pa(int64_t M, int64_t N, int64_t K, float alpha, const float *Ap, int trans_b,
-                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+void asp_gemm_pack_a(int trans_a, int64_t M, int64_t K, const float *A, int64_t lda,
+                     int transposed, float *Ap);
+void asp_sgemm_pa(int64_t M, int64_t N, int64_t K, float alpha, const float *Ap, int transposed,
+                  int trans_b, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                   const asp_epilogue *ep, void *scratch);
 
 /* Reference triple loop (tests): same contract, single part, no scratch. */

@@ -19,9 +19,12 @@
 /* Lanes [lo, hi) of a 16-lane vector, clipped to [0, 16). */
 static inline __mmask16 lanes(int64_t lo, int64_t hi)
 {
-    if (lo < 0) lo = 0;
-    if (hi > 16) hi = 16;
-    if (hi <= lo) return 0;
+    if (lo < 0)
+        lo = 0;
+    if (hi > 16)
+        hi = 16;
+    if (hi <= lo)
+        return 0;
     return (__mmask16)(((1u << (hi - lo)) - 1u) << lo);
 }
 
@@ -39,8 +42,8 @@ static inline void add_run(float *dst, const float *src, int64_t l, int64_t h)
 {
     for (int64_t i = l; i < h; i += 16) {
         const __mmask16 m = lanes(0, h - i);
-        const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + i),
-                                       _mm512_maskz_loadu_ps(m, src + i));
+        const __m512 v =
+            _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + i), _mm512_maskz_loadu_ps(m, src + i));
         _mm512_mask_storeu_ps(dst + i, m, v);
     }
 }
@@ -50,9 +53,12 @@ static inline void valid_unit(int64_t OW, int64_t W, int64_t P, int64_t off, int
                               int64_t *hi)
 {
     int64_t l = P - off, h = W + P - off;
-    if (l < 0) l = 0;
-    if (h > OW) h = OW;
-    if (h < l) h = l;
+    if (l < 0)
+        l = 0;
+    if (h > OW)
+        h = OW;
+    if (h < l)
+        h = l;
     *lo = l;
     *hi = h;
 }
@@ -119,11 +125,12 @@ void asp_im2col_range_avx512(const asp_im2col_geom *g, const float *x, int64_t C
                 valid_unit(OW, W, g->PW, off, &lo, &hi);
                 float *row = col - p0;
                 row_masks m = {0, {0}, {0}};
-                if (whole) make_masks(OW, lo, hi, &m);
+                if (whole)
+                    make_masks(OW, lo, hi, &m);
                 for (int64_t oh = oh0; oh <= oh1; oh++) {
                     if (whole && oh == f0 && f1 > f0) {
-                        copy_rows(row + f0 * OW, xc - g->PW + off, f0, f1, OW, H, W, g->SH,
-                                  ih0, &m);
+                        copy_rows(row + f0 * OW, xc - g->PW + off, f0, f1, OW, H, W, g->SH, ih0,
+                                  &m);
                         oh = f1 - 1;
                         continue;
                     }
@@ -173,20 +180,23 @@ static void make_fold_masks(const asp_im2col_geom *g, fold_masks *f)
     }
 }
 
-static void fold_rows(const asp_im2col_geom *g, const fold_masks *f, const float *colc /* (KH*KW, p1-p0) rows of channel c */,
-                      int64_t np, int64_t p0, int kh, int64_t f0, int64_t f1, float *xc)
+static void fold_rows(const asp_im2col_geom *g, const fold_masks *f,
+                      const float *colc /* (KH*KW, p1-p0) rows of channel c */, int64_t np,
+                      int64_t p0, int kh, int64_t f0, int64_t f1, float *xc)
 {
     const int64_t OW = g->OW, W = g->W;
     for (int64_t oh = f0; oh < f1; oh++) {
         const int64_t ih = oh * g->SH + (int64_t)kh * g->DH - g->PH;
-        if (ih < 0 || ih >= g->H) continue;
+        if (ih < 0 || ih >= g->H)
+            continue;
         float *d = xc + ih * W;
         for (int i = 0; i < f->n; i++) {
             __m512 v = _mm512_maskz_loadu_ps(f->xm[i], d + 16 * i);
             const float *r = colc + (int64_t)kh * g->KW * np + oh * OW - p0;
             for (int kw = 0; kw < g->KW; kw++, r += np) {
                 const int64_t s = 16 * i + g->PW - (int64_t)kw * g->DW;
-                v = _mm512_mask_add_ps(v, f->lm[kw][i], v, _mm512_maskz_loadu_ps(f->lm[kw][i], r + s));
+                v = _mm512_mask_add_ps(v, f->lm[kw][i], v,
+                                       _mm512_maskz_loadu_ps(f->lm[kw][i], r + s));
             }
             _mm512_mask_storeu_ps(d + 16 * i, f->xm[i], v);
         }
@@ -198,13 +208,15 @@ static void fold_run(const asp_im2col_geom *g, const float *colc, int64_t np, in
                      int64_t oh, int64_t a, int64_t b, float *xc)
 {
     const int64_t ih = oh * g->SH + (int64_t)kh * g->DH - g->PH;
-    if (ih < 0 || ih >= g->H) return;
+    if (ih < 0 || ih >= g->H)
+        return;
     for (int kw = 0; kw < g->KW; kw++) {
         const int64_t off = (int64_t)kw * g->DW;
         int64_t lo, hi;
         valid_unit(g->OW, g->W, g->PW, off, &lo, &hi);
         const int64_t l = lo > a ? lo : a, h = hi < b ? hi : b;
-        if (h <= l) continue;
+        if (h <= l)
+            continue;
         const float *row = colc + ((int64_t)kh * g->KW + kw) * np - p0;
         add_run(xc + ih * g->W + l - g->PW + off, row + oh * g->OW + l, 0, h - l);
     }
@@ -218,7 +230,8 @@ void asp_col2im_range_avx512(const asp_im2col_geom *g, const float *col, int64_t
     const int64_t f0 = p0 % OW ? oh0 + 1 : oh0, f1 = p1 % OW ? oh1 : oh1 + 1;
     fold_masks f = {0, {0}, {{0}}};
     const int whole = g->W <= 16 * ASP_MAXCHUNK && g->KW <= ASP_MAXKW && f1 > f0;
-    if (whole) make_fold_masks(g, &f);
+    if (whole)
+        make_fold_masks(g, &f);
     for (int64_t c = 0; c < C; c++) {
         float *xc = x + c * g->H * g->W;
         const float *colc = col + c * g->KH * g->KW * np;
@@ -229,9 +242,13 @@ void asp_col2im_range_avx512(const asp_im2col_geom *g, const float *col, int64_t
                              oh == oh1 ? p1 - oh * OW : OW, xc);
                 continue;
             }
-            if (f0 > oh0) fold_run(g, colc, np, p0, kh, oh0, p0 - oh0 * OW, oh0 == oh1 ? p1 - oh0 * OW : OW, xc);
+            if (f0 > oh0)
+                fold_run(g, colc, np, p0, kh, oh0, p0 - oh0 * OW, oh0 == oh1 ? p1 - oh0 * OW : OW,
+                         xc);
             fold_rows(g, &f, colc, np, p0, kh, f0, f1, xc);
-            if (f1 <= oh1) fold_run(g, colc, np, p0, kh, oh1, oh1 == oh0 ? p0 - oh1 * OW : 0, p1 - oh1 * OW, xc);
+            if (f1 <= oh1)
+                fold_run(g, colc, np, p0, kh, oh1, oh1 == oh0 ? p0 - oh1 * OW : 0, p1 - oh1 * OW,
+                         xc);
         }
     }
 }

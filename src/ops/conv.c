@@ -276,13 +276,20 @@ typedef struct {
     int64_t g, r0, r1;
 } packed_key;
 
+/* The orientation of the GEMMs with packed weights: that of asp_sgemm for a
+ * whole tile of columns (both give the same bits; see gemm.h). */
+static int packed_transposed(const conv_geom *c, int64_t rows)
+{
+    return asp_gemm_transposed(rows, ASP_MIN(tile_p(c), c->P));
+}
+
 static const float *packed_rows(const asp_kctx *k, const conv_geom *c, int trans, const float *w,
                                 int64_t lda, int64_t rows, int64_t kd, packed_key *key,
                                 packed_key want)
 {
     float *ap = (float *)((char *)k->scratch + epilogue_bytes(k->node, c));
     if (key->g != want.g || key->r0 != want.r0 || key->r1 != want.r1) {
-        asp_gemm_pack_a(trans, rows, kd, w, lda, ap);
+        asp_gemm_pack_a(trans, rows, kd, w, lda, packed_transposed(c, rows), ap);
         *key = want;
     }
     return ap;
@@ -317,8 +324,8 @@ static void forward_block(const asp_kctx *k, const conv_geom *c, const conv_epil
     }
     const packed_key want = {gi, r0, r1};
     const float *ap = packed_rows(k, c, 0, w + m0 * Kd, Kd, r1 - r0, Kd, key, want);
-    asp_sgemm_pa(r1 - r0, p1 - p0, Kd, 1.0f, ap, 0, B, ldb, 0.0f, yb, c->P, &ep,
-                 k->gemm_scratch);
+    asp_sgemm_pa(r1 - r0, p1 - p0, Kd, 1.0f, ap, packed_transposed(c, r1 - r0), 0, B, ldb, 0.0f,
+                 yb, c->P, &ep, k->gemm_scratch);
 }
 
 void asp_conv2d_forward(const asp_kctx *k)
@@ -424,7 +431,8 @@ static void bwd_gemm(const asp_kctx *k, const conv_geom *c, packed_key *key, pac
         return;
     }
     const float *ap = packed_rows(k, c, 1, wt, ldw, rows, c->Mg, key, want);
-    asp_sgemm_pa(rows, n, c->Mg, 1.0f, ap, 0, B, ldb, 0.0f, C, ldc, NULL, k->gemm_scratch);
+    asp_sgemm_pa(rows, n, c->Mg, 1.0f, ap, packed_transposed(c, rows), 0, B, ldb, 0.0f, C, ldc,
+                 NULL, k->gemm_scratch);
 }
 
 void asp_conv2d_bwd_data_forward(const asp_kctx *k)

@@ -64,8 +64,10 @@ static void problem_init(problem *p, asp_rng *r, int ta, int tb, int64_t M, int6
     fill(r, p->sm, M);
     if (beta == 0.0f) fill_value(p->C0, nc, NAN);
     else fill(r, p->C0, nc);
+    /* relu: 0 none, 1 ReLU, 2 leaky ReLU (slope 0.1, darknet's) */
     p->ep = (asp_epilogue){bias_m ? p->bm : NULL, bias_n ? p->bn : NULL,
-                           relu ? ASP_ACT_RELU : ASP_ACT_NONE, scale_m ? p->sm : NULL};
+                           relu == 2 ? ASP_ACT_LEAKY : relu ? ASP_ACT_RELU : ASP_ACT_NONE,
+                           scale_m ? p->sm : NULL, 0.1f};
 
     memcpy(p->Cref, p->C0, sizeof(float) * (size_t)nc);
     asp_sgemm_ref(ta, tb, M, N, K, alpha, p->A, p->lda, p->B, p->ldb, beta, p->Cref, p->ldc,
@@ -230,12 +232,12 @@ TEST(gemm_epilogue)
     asp_rng_seed(&r, 3);
     void *scratch = scratch_new();
     for (size_t s = 0; s < ASP_ARRAY_LEN(shapes); s++)
-        for (int e = 1; e < 16; e++)
+        for (int e = 1; e < 24; e++)
             for (int beta1 = 0; beta1 < 2; beta1++) {
                 problem p;
                 problem_init(&p, &r, (int)(s & 1), e & 1, shapes[s][0], shapes[s][1],
                              shapes[s][2], 3, 0.75f, beta1 ? 1.0f : 0.0f, e & 1, (e >> 1) & 1,
-                             (e >> 2) & 1, (e >> 3) & 1);
+                             (e >> 2) % 3, (e >> 2) / 3 % 2);
                 int bad = check_all_isas(&p, scratch);
                 problem_free(&p);
                 if (bad) free(scratch);
@@ -321,7 +323,7 @@ TEST(gemm_transposed_matches_untransposed)
     for (size_t s = 0; s < ASP_ARRAY_LEN(shapes); s++) {
         problem p;
         problem_init(&p, &r, (int)(s & 1), (int)((s >> 1) & 1), shapes[s][0], shapes[s][1],
-                     shapes[s][2], 1, 1.25f, 0.75f, 1, 1, 1, 1);
+                     shapes[s][2], 1, 1.25f, 0.75f, 1, 1, 1 + (int)(s & 1), 1);
         CHECK(asp_gemm_transposed(p.M, p.N) && !asp_gemm_transposed(p.M, 16));
         const size_t bytes = sizeof(float) * (size_t)(p.M * p.ldc);
         int bad = 0;

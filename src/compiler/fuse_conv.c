@@ -2,16 +2,16 @@
  * fuse_conv.c - fold an inference batch norm, and a ReLU after it, into the
  * convolution that feeds it.
  *
- * In an inference graph conv2d -> batchnorm (training = 0) -> relu, the batch
- * norm is a per-channel affine map with constant coefficients and the ReLU a
- * clamp: both fit the GEMM's epilogue (scale_m, bias_m, ReLU), so the
+ * In an inference graph conv2d -> batchnorm (training = 0) -> relu (or leaky
+ * relu), the batch norm is a per-channel affine map with constant
+ * coefficients and the ReLU a clamp: both fit the GEMM's epilogue (scale_m, bias_m, ReLU), so the
  * convolution writes its final output once and the two passes over the
  * activation disappear (ResNet-50 at batch 1: about 8% of the run).
  *
  * The rewrite (the encoding is documented in src/ops/conv.c): the conv node
  * takes the batch norm's gamma, beta, running mean and variance as extra
- * inputs, its eps in a.sh.beta, and a.sh.axis = 1 when the ReLU is folded
- * too; its output becomes the last folded node's output; the folded nodes
+ * inputs, its eps in a.sh.beta, and a.sh.axis = 1 when a ReLU is folded
+ * too, 2 for a leaky ReLU (darknet's "leaky", slope in a.sh.slope); its output becomes the last folded node's output; the folded nodes
  * are removed, and the intermediate tensors, now without producer or reader,
  * get no storage from the planner. The statistics are read at run time, so a
  * loaded checkpoint or a training engine sharing the store is seen at once.
@@ -59,7 +59,11 @@ void asp_pass_fuse_conv(aspen_program *p)
             p->t[bn->out[1]].is_output || p->t[bn->out[2]].is_output)
             continue;
         int r = sole_reader(p, readers, bn->out[0]);
-        if (r >= 0 && (p->n[r].op != ASP_OP_RELU || p->n[r].phase != ASP_PHASE_FORWARD)) r = -1;
+        if (r >= 0 && ((p->n[r].op != ASP_OP_RELU && p->n[r].op != ASP_OP_LEAKY_RELU) ||
+                       p->n[r].phase != ASP_PHASE_FORWARD))
+            r = -1;
+        const int leaky = r >= 0 && p->n[r].op == ASP_OP_LEAKY_RELU;
+        const float slope = leaky ? p->n[r].a.leaky.slope : 0.0f;
 
         const aspen_conv_attrs conv = cv->a.conv;
         const float eps = bn->a.bn.eps;
@@ -68,7 +72,8 @@ void asp_pass_fuse_conv(aspen_program *p)
         memset(&cv->a, 0, sizeof(cv->a));
         cv->a.sh.conv = conv;
         cv->a.sh.beta = eps;
-        cv->a.sh.axis = r >= 0;
+        cv->a.sh.axis = r < 0 ? 0 : leaky ? 2 : 1;
+        cv->a.sh.slope = slope;
         for (int i = 1; i < 5; i++) readers[bn->in[i]]++; /* now read by the conv */
         for (int o = 0; o < bn->n_out; o++) p->t[bn->out[o]].producer = -1;
         p->t[cv->out[0]].producer = -1;

@@ -67,6 +67,7 @@ typedef struct {
     int ndim;
     int64_t shape[ASPEN_MAX_DIMS];
     float beta; /* weight/bias gradients: out = gradient + beta * out (fused momentum) */
+    float slope; /* a convolution with a folded leaky ReLU (src/compiler/fuse_conv.c) */
 } asp_shape_attrs;
 
 typedef union {

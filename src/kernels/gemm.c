@@ -92,7 +92,8 @@ static void gemm_ukr_generic(int64_t kc, const float *a /* (kc, GEN_MR) packed *
             if (t->scale_m) v *= t->scale_m[i];
             if (t->bias_m) v += t->bias_m[i];
             if (t->bias_n) v += t->bias_n[j];
-            if (t->relu && v < 0.0f) v = 0.0f;
+            if (t->relu == ASP_ACT_RELU && v < 0.0f) v = 0.0f;
+            if (t->relu == ASP_ACT_LEAKY && !(v > 0.0f)) v = t->slope * v;
             ci[j] = v;
         }
     }
@@ -336,6 +337,7 @@ static void scale_block(int64_t i0, int64_t i1, int64_t j0, int64_t j1, float be
             if (ep && ep->bias_m) v += ep->bias_m[i];
             if (ep && ep->bias_n) v += ep->bias_n[j];
             if (ep && ep->act == ASP_ACT_RELU && v < 0.0f) v = 0.0f;
+            if (ep && ep->act == ASP_ACT_LEAKY && !(v > 0.0f)) v = ep->slope * v;
             ci[j] = v;
         }
     }
@@ -389,7 +391,8 @@ static void store_tile_t_generic(const float *tile /* (mr, NR) */, int64_t tld, 
             if (t->scale_m) v *= t->scale_m[j];
             if (t->bias_m) v += t->bias_m[j];
             if (t->bias_n) v += t->bias_n[i];
-            if (t->relu && v < 0.0f) v = 0.0f;
+            if (t->relu == ASP_ACT_RELU && v < 0.0f) v = 0.0f;
+            if (t->relu == ASP_ACT_LEAKY && !(v > 0.0f)) v = t->slope * v;
             cj[i] = v;
         }
     }
@@ -416,7 +419,8 @@ static void gemm_run(const gemm_cfg *g, const gemm_opnd *a, const gemm_opnd *b, 
     float *bp = ap + g->mc * g->kc; /* mc*kc is a multiple of 16: stays aligned */
     const float *bias_m = ep ? ep->bias_m : NULL, *bias_n = ep ? ep->bias_n : NULL;
     const float *scale_m = ep ? ep->scale_m : NULL;
-    const int relu = ep && ep->act == ASP_ACT_RELU;
+    const int act = ep ? (int)ep->act : ASP_ACT_NONE;
+    const float slope = ep ? ep->slope : 0.0f;
 
     for (int64_t jc = j0; jc < j1; jc += g->nc) {
         const int64_t nb = ASP_MIN(g->nc, j1 - jc);
@@ -437,13 +441,14 @@ static void gemm_run(const gemm_cfg *g, const gemm_opnd *a, const gemm_opnd *b, 
                         const int ncols = (int)ASP_MIN((int64_t)nr, nb - jr);
                         if (tr) {
                             /* rows here are C's columns: see store_tile_t */
-                            static const asp_gemm_tail plain = {1.0f, 0.0f, NULL, NULL, 0, NULL};
+                            static const asp_gemm_tail plain = {1.0f, 0.0f, NULL, NULL, 0, 0.0f, NULL};
                             const asp_gemm_tail t = {
                                 .alpha = alpha,
                                 .beta = pc == 0 ? beta : 1.0f,
                                 .bias_m = last && bias_m ? bias_m + jc + jr : NULL,
                                 .bias_n = last && bias_n ? bias_n + ic + ir : NULL,
-                                .relu = last && relu,
+                                .relu = last ? act : ASP_ACT_NONE,
+                                .slope = slope,
                                 .scale_m = last && scale_m ? scale_m + jc + jr : NULL,
                             };
                             g->ukr(kb, apb + ir * kb, bpb + jr * kb, tile, nr, nrows, ncols,
@@ -457,7 +462,8 @@ static void gemm_run(const gemm_cfg *g, const gemm_opnd *a, const gemm_opnd *b, 
                             .beta = pc == 0 ? beta : 1.0f,
                             .bias_m = last && bias_m ? bias_m + ic + ir : NULL,
                             .bias_n = last && bias_n ? bias_n + jc + jr : NULL,
-                            .relu = last && relu,
+                            .relu = last ? act : ASP_ACT_NONE,
+                            .slope = slope,
                             .scale_m = last && scale_m ? scale_m + ic + ir : NULL,
                         };
                         g->ukr(kb, apb + ir * kb, bpb + jr * kb, C + (ic + ir) * ldc + jc + jr,
@@ -564,6 +570,7 @@ void asp_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, fl
             if (ep && ep->bias_m) v += ep->bias_m[i];
             if (ep && ep->bias_n) v += ep->bias_n[j];
             if (ep && ep->act == ASP_ACT_RELU && v < 0.0) v = 0.0;
+            if (ep && ep->act == ASP_ACT_LEAKY && !(v > 0.0)) v = (float)v * ep->slope;
             C[i * ldc + j] = (float)v;
         }
     }

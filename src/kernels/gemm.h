@@ -24,7 +24,8 @@
 
 typedef enum { ASP_ISA_GENERIC = 0, ASP_ISA_AVX2 = 1, ASP_ISA_AVX512 = 2 } asp_isa;
 
-typedef enum { ASP_ACT_NONE = 0, ASP_ACT_RELU = 1 } asp_act;
+/* ReLU: max(v, 0); leaky: v > 0 ? v : slope * v (darknet's "leaky"). */
+typedef enum { ASP_ACT_NONE = 0, ASP_ACT_RELU = 1, ASP_ACT_LEAKY = 2 } asp_act;
 
 /* Applied to v = alpha * op(A) op(B) + beta * C on the way out, in this
  * order: v *= scale_m[i]; v += bias_m[i]; v += bias_n[j]; act. A convolution
@@ -35,6 +36,7 @@ typedef struct {
     const float *bias_n;  /* (N): added to every element of column j, or NULL */
     asp_act act;          /* applied after the bias */
     const float *scale_m; /* (M): row i multiplied by it before the biases, or NULL */
+    float slope;          /* ASP_ACT_LEAKY's */
 } asp_epilogue;
 
 /* The ISA in use (after ASPEN_ISA and CPU detection), and its name. */
@@ -86,7 +88,8 @@ void asp_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, fl
  *     acc = sum_k a[k*MR + i] * b[k*NR + j]            (k = 0..kc-1, in order)
  *     v   = alpha * acc;  if (beta != 0) v = beta * C + v   (beta == 0: C not read)
  *     if scale_m: v *= scale_m[i] (fused with the bias_m add where the ISA has FMA)
- *     if bias_m: v += bias_m[i];  if bias_n: v += bias_n[j];  if relu: v = max(v, 0)
+ *     if bias_m: v += bias_m[i];  if bias_n: v += bias_n[j];
+ *     relu == ASP_ACT_RELU: v = max(v, 0); ASP_ACT_LEAKY: v = v > 0 ? v : slope * v
  * Rows i >= mr and columns j >= nr are neither read nor written. Padding rows
  * and columns of the panels hold zeros.
  */
@@ -94,7 +97,8 @@ typedef struct {
     float alpha, beta;
     const float *bias_m; /* (mr): this tile's rows, or NULL */
     const float *bias_n; /* (nr): this tile's columns, or NULL */
-    int relu;
+    int relu;    /* an asp_act */
+    float slope; /* ASP_ACT_LEAKY's */
     const float *scale_m; /* (mr): this tile's rows, or NULL */
 } asp_gemm_tail;
 

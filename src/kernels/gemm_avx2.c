@@ -90,10 +90,15 @@ ukr_body(int64_t kc, const float *a /* (kc, MR) packed */, const float *b /* (kc
             v0 = _mm256_add_ps(v0, bn0);
             v1 = _mm256_add_ps(v1, bn1);
         }
-        if (t->relu) {
+        if (t->relu == ASP_ACT_RELU) {
             /* max(0, v) returns its second operand for NaN: NaN propagates. */
             v0 = _mm256_max_ps(zero, v0);
             v1 = _mm256_max_ps(zero, v1);
+        } else if (t->relu == ASP_ACT_LEAKY) {
+            /* slope * v where !(v > 0), NaN included: the leaky op's own rule */
+            const __m256 sl = _mm256_set1_ps(t->slope);
+            v0 = _mm256_blendv_ps(v0, _mm256_mul_ps(v0, sl), _mm256_cmp_ps(v0, zero, _CMP_NGT_UQ));
+            v1 = _mm256_blendv_ps(v1, _mm256_mul_ps(v1, sl), _mm256_cmp_ps(v1, zero, _CMP_NGT_UQ));
         }
         _mm256_maskstore_ps(ci, m0, v0);
         if (nv == 2) _mm256_maskstore_ps(ci + 8, m1, v1);

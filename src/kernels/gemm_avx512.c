@@ -97,10 +97,15 @@ ukr_body(int64_t kc, const float *a /* (kc, MR) packed */, const float *b /* (kc
             v0 = _mm512_add_ps(v0, bn0);
             v1 = _mm512_add_ps(v1, bn1);
         }
-        if (t->relu) {
+        if (t->relu == ASP_ACT_RELU) {
             /* max(0, v) returns its second operand for NaN: NaN propagates. */
             v0 = _mm512_max_ps(zero, v0);
             v1 = _mm512_max_ps(zero, v1);
+        } else if (t->relu == ASP_ACT_LEAKY) {
+            /* slope * v where !(v > 0), NaN included: the leaky op's own rule */
+            const __m512 sl = _mm512_set1_ps(t->slope);
+            v0 = _mm512_mask_mul_ps(v0, _mm512_cmp_ps_mask(v0, zero, _CMP_NGT_UQ), v0, sl);
+            v1 = _mm512_mask_mul_ps(v1, _mm512_cmp_ps_mask(v1, zero, _CMP_NGT_UQ), v1, sl);
         }
         _mm512_mask_storeu_ps(ci, m0, v0);
         if (nv == 2) _mm512_mask_storeu_ps(ci + 16, m1, v1);
@@ -226,7 +231,10 @@ void asp_gemm_store_t_avx512(const float *tile, int64_t tld, int mr, int nr, flo
                 v = _mm512_add_ps(v, _mm512_set1_ps(t->bias_m[j]));
             }
             if (t->bias_n) v = _mm512_add_ps(v, bn);
-            if (t->relu) v = _mm512_max_ps(zero, v);
+            if (t->relu == ASP_ACT_RELU) v = _mm512_max_ps(zero, v);
+            else if (t->relu == ASP_ACT_LEAKY)
+                v = _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_NGT_UQ), v,
+                                       _mm512_set1_ps(t->slope));
             _mm512_mask_storeu_ps(cj, mi, v);
         }
     }

@@ -29,7 +29,8 @@ static inline void gemm_store_t_fma(const float *tile, int64_t tld, int mr, int 
             if (t->scale_m) v = fmaf(v, sm, bm);
             else if (t->bias_m) v = v + bm;
             if (t->bias_n) v = v + t->bias_n[i];
-            if (t->relu) v = 0.0f > v ? 0.0f : v;
+            if (t->relu == ASP_ACT_RELU) v = 0.0f > v ? 0.0f : v;
+            if (t->relu == ASP_ACT_LEAKY && !(v > 0.0f)) v = v * t->slope;
             cj[i] = v;
         }
     }

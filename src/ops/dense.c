@@ -44,7 +44,7 @@ void asp_dense_forward(const asp_kctx *k)
 {
     const asp_tensor *x = ASP_TIN(k, 0), *w = ASP_TIN(k, 1);
     int64_t N = x->shape[0], K = x->shape[1], M = w->shape[0];
-    asp_epilogue ep = {NULL, k->node->n_in == 3 ? ASP_IN(k, 2) : NULL, ASP_ACT_NONE, NULL};
+    asp_epilogue ep = {NULL, k->node->n_in == 3 ? ASP_IN(k, 2) : NULL, ASP_ACT_NONE, NULL, 0.0f};
     asp_sgemm(0, 1, N, M, K, 1.0f, ASP_IN(k, 0), K, ASP_IN(k, 1), K, 0.0f, ASP_OUT(k, 0), M, &ep,
               k->vertex, k->nvertex, k->gemm_scratch);
 }

@@ -1,0 +1,109 @@
+/*
+ * winograd.h - 3x3 stride-1 convolution by Winograd's minimal filtering
+ * F(4x4, 3x3) (Lavin & Gray 2015), forward only.
+ *
+ * Each 4x4 block of outputs ("tile") is computed from the 6x6 input patch
+ * under it with 36 multiplies per (input channel, output channel) instead of
+ * 144: U = G g G^T per weight, V = B^T d B per input tile, M = U . V
+ * elementwise over the 36 positions and summed over input channels (36
+ * GEMMs), y = A^T M A. The GEMMs run on asp_sgemm; see winograd.c for the
+ * layouts and the blocking.
+ *
+ * Geometry: x (N, C, H, W), w (M, C, 3, 3), y (N, M, OH, OW) with
+ * OH = H + 2*pad_h - 2, OW = W + 2*pad_w - 2 (stride 1, dilation 1, one
+ * group). All contiguous, row-major.
+ *
+ * Results are bit-identical for any vertex count (for a given ISA), and differ
+ * from a direct convolution by rounding only (see tests/test_winograd.c for
+ * the measured error).
+ */
+#ifndef ASPEN_WINOGRAD_H
+#define ASPEN_WINOGRAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int64_t N, C, H, W; /* input (N, C, H, W) */
+    int64_t M;          /* output channels */
+    int64_t pad_h, pad_w;
+} asp_wino_geom;
+
+/* Whether Winograd (raw weights) beats im2col + GEMM for this geometry on
+ * one thread with the active ISA: the measured rule of winograd.c (AVX-512,
+ * C >= 8, M >= 8, at least 32 output tiles). 0 for OH or OW < 1. */
+int asp_winograd_wins(const asp_wino_geom *g);
+
+/* Bytes of the per-thread scratch of asp_winograd_conv (raw or transformed
+ * weights): a function of C, M and nvertex only, not of N, H, W (tiles are
+ * processed in chunks of fixed size); <= 4 MiB for C, M <= 512. */
+size_t asp_winograd_scratch_bytes(const asp_wino_geom *g, int nvertex);
+
+/* Bytes of the transformed weights u (36, C, M) of asp_winograd_weights. */
+size_t asp_winograd_weights_bytes(const asp_wino_geom *g);
+
+/* u (36, C, M) = G w G^T: the weight transform, done once where the weights
+ * are constant (inference) and passed to asp_winograd_conv. Pure function. */
+void asp_winograd_weights(const asp_wino_geom *g, const float *w /* (M, C, 3, 3) */,
+                          float *u /* (36, C, M) */);
+
+/* y = conv(x, w), then per output channel m: v *= scale_m[m] (if non-NULL),
+ * v += bias_m[m] (if non-NULL), then the activation act (an asp_act of
+ * gemm.h: none, ReLU max(v, 0), or leaky v > 0 ? v : slope * v).
+ * Weights: u, the output of asp_winograd_weights, if non-NULL (w is then not
+ * read and may be NULL); otherwise w, transformed block by block into the
+ * scratch (same results either way).
+ * Vertex `vertex` of `nvertex` writes output channels [m0, m1) of every image,
+ * the split in multiples of 16 channels; vertices share nothing but their
+ * inputs, so they may run concurrently with no synchronisation.
+ * scratch: asp_winograd_scratch_bytes(g, nvertex) bytes (64-byte alignment
+ * is faster, not required);
+ * gemm_scratch: asp_gemm_scratch_bytes() bytes. Allocates nothing, cannot
+ * fail; geometries with OH or OW < 1 write nothing. */
+void asp_winograd_conv(const asp_wino_geom *g, const float *x /* (N, C, H, W) */,
+                       const float *w /* (M, C, 3, 3) or NULL */,
+                       const float *u /* (36, C, M) or NULL */, float *y /* (N, M, OH, OW) */,
+                       const float *scale_m /* (M) or NULL */, const float *bias_m /* (M) or NULL */,
+                       int act, float slope, int vertex, int nvertex, void *scratch,
+                       void *gemm_scratch);
+
+/* ------------------------------------------------------------------------
+ * Internal: the transforms of 16 tiles, shared by winograd.c (portable C) and
+ * winograd_avx512.c. Not for callers outside src/kernels.
+ *
+ * A tile group is up to 16 consecutive tiles ("lanes") of one tile row of
+ * one image: lane l's 6x6 input patch starts at row h0, column w0 + 4*l of
+ * image n (rows/columns outside the image read as 0), and its 4x4 outputs at
+ * row h0 + pad_h, column w0 + 4*l + pad_w (those at or past OH, OW are not
+ * written).
+ */
+typedef struct {
+    int nlanes;          /* 1..16 */
+    int64_t n, h0, w0;   /* image, patch origin of lane 0 (may be negative) */
+} asp_wino_group;
+
+/* v[p * vs + (c - c0) * cs + l] = (B^T d B)[p] of channel c of lane l, for
+ * p < 36, c0 <= c < c1, l < nlanes (nothing else is written). */
+typedef void (*asp_wino_in_fn)(const asp_wino_geom *g, const asp_wino_group *grp,
+                               const float *x, int64_t c0, int64_t c1, float *v, int64_t vs,
+                               int64_t cs);
+
+/* y[n, m, ...] = epilogue(A^T m A) for m0 <= m < m1, lanes l < nlanes,
+ * where m[p] of channel m, lane l is mo[p * ms + (m - m0) * rs + l]. */
+typedef struct {
+    const float *scale_m, *bias_m; /* (M) or NULL */
+    int act;                       /* an asp_act */
+    float slope;                   /* ASP_ACT_LEAKY's */
+} asp_wino_epilogue;
+
+typedef void (*asp_wino_out_fn)(const asp_wino_geom *g, const asp_wino_group *grp,
+                                const float *mo, int64_t ms, int64_t rs, int64_t m0, int64_t m1,
+                                const asp_wino_epilogue *ep, float *y);
+
+void asp_wino_input_avx512(const asp_wino_geom *g, const asp_wino_group *grp, const float *x,
+                           int64_t c0, int64_t c1, float *v, int64_t vs, int64_t cs);
+void asp_wino_output_avx512(const asp_wino_geom *g, const asp_wino_group *grp, const float *mo,
+                            int64_t ms, int64_t rs, int64_t m0, int64_t m1,
+                            const asp_wino_epilogue *ep, float *y);
+
+#endif

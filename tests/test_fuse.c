@@ -1,0 +1,111 @@
+/*
+ * test_fuse.c - the inference fold of conv2d -> batchnorm -> ReLU or leaky
+ * ReLU into the convolution's GEMM epilogue (src/compiler/fuse_conv.c):
+ * the program holds one node, and its output matches the three ops computed
+ * in double, for 1 and 2 threads (bit-identical to each other).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aspen.h"
+#include "test.h"
+
+enum { N = 2, C = 5, H = 9, W = 7, M = 6, K = 3 };
+
+static double act_ref(double v, int act)
+{
+    if (act == 1) return v > 0 ? v : 0;
+    if (act == 2) return v > 0 ? v : 0.1 * v;
+    return v;
+}
+
+/* Runs the folded program with `threads`; returns its output (caller frees) or NULL. */
+static float *run_folded(int act, int threads, int *nodes, const float *vals[7])
+{
+    aspen_graph *g = aspen_graph_new();
+    const int64_t xs[4] = {N, C, H, W}, ws[4] = {M, C, K, K}, cs[1] = {M};
+    const aspen_init z = {ASPEN_INIT_ZEROS, 0};
+    aspen_tensor x = aspen_input(g, "x", ASPEN_F32, 4, xs);
+    aspen_tensor t[6] = {aspen_param(g, "w", 4, ws, z),     aspen_param(g, "b", 1, cs, z),
+                         aspen_param(g, "gamma", 1, cs, z), aspen_param(g, "beta", 1, cs, z),
+                         aspen_state(g, "mean", 1, cs, z),  aspen_state(g, "var", 1, cs, z)};
+    const aspen_conv_attrs ca = {1, 1, 1, 1, 1, 1, 1};
+    const aspen_bn_attrs ba = {1e-5f, 0.1f, 0};
+    aspen_tensor y = aspen_conv2d(g, x, t[0], t[1], &ca);
+    y = aspen_batchnorm(g, y, t[2], t[3], t[4], t[5], &ba);
+    if (act == 1) y = aspen_relu(g, y);
+    if (act == 2) y = aspen_leaky_relu(g, y, 0.1f);
+    aspen_graph_output(g, y);
+    aspen_compile_opts o = {threads, 0, ASPEN_RECOMPUTE_NONE, 0, 0};
+    aspen_program *p = NULL;
+    aspen_store *s = aspen_store_new(1);
+    aspen_engine *e = NULL;
+    float *out = NULL;
+    if (aspen_compile(g, &o, &p) != ASPEN_OK || aspen_engine_new(p, s, threads, &e) != ASPEN_OK)
+        goto done;
+    aspen_plan_stats st;
+    aspen_program_stats(p, &st);
+    *nodes = st.nodes;
+    const int64_t sizes[7] = {N * C * H * W, M * C * K * K, M, M, M, M, M};
+    const aspen_tensor all[7] = {x, t[0], t[1], t[2], t[3], t[4], t[5]};
+    for (int i = 0; i < 7; i++)
+        memcpy(aspen_engine_data(e, all[i]), vals[i], (size_t)sizes[i] * sizeof(float));
+    const aspen_step step = {0.0f, 1};
+    if (aspen_engine_run(e, &step) != ASPEN_OK) goto done;
+    out = malloc(sizeof(float) * N * M * H * W);
+    memcpy(out, aspen_engine_data(e, y), sizeof(float) * N * M * H * W);
+done:
+    aspen_engine_free(e);
+    aspen_store_free(s);
+    aspen_program_free(p);
+    aspen_graph_free(g);
+    return out;
+}
+
+TEST(fuse_conv_bn_relu_and_leaky)
+{
+    static float x[N * C * H * W], w[M * C * K * K], b[M], gm[M], bt[M], mu[M], var[M];
+    srand(7);
+    for (size_t i = 0; i < sizeof(x) / sizeof(x[0]); i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++) w[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int m = 0; m < M; m++) {
+        b[m] = 0.1f * (float)(m - 2);
+        gm[m] = 0.5f + 0.25f * (float)m;
+        bt[m] = 0.2f * (float)(3 - m);
+        mu[m] = 0.05f * (float)m;
+        var[m] = 0.3f + 0.1f * (float)m;
+    }
+    const float *vals[7] = {x, w, b, gm, bt, mu, var};
+    for (int act = 0; act < 3; act++) {
+        int nodes1 = 0, nodes2 = 0;
+        float *y1 = run_folded(act, 1, &nodes1, vals), *y2 = run_folded(act, 2, &nodes2, vals);
+        CHECK(y1 && y2);
+        CHECK(nodes1 == 1 && nodes2 == 1); /* conv, batch norm and activation: one node */
+        CHECK(!memcmp(y1, y2, sizeof(float) * N * M * H * W));
+        double worst = 0;
+        for (int n = 0; n < N; n++)
+            for (int m = 0; m < M; m++)
+                for (int oh = 0; oh < H; oh++)
+                    for (int ow = 0; ow < W; ow++) {
+                        double acc = b[m], mag = fabs(b[m]);
+                        for (int c = 0; c < C; c++)
+                            for (int kh = 0; kh < K; kh++)
+                                for (int kw = 0; kw < K; kw++) {
+                                    const int ih = oh + kh - 1, iw = ow + kw - 1;
+                                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                    const double t = (double)x[((n * C + c) * H + ih) * W + iw] *
+                                                     w[((m * C + c) * K + kh) * K + kw];
+                                    acc += t, mag += fabs(t);
+                                }
+                        const double sc = gm[m] / sqrt((double)var[m] + 1e-5);
+                        const double ref = act_ref((acc - mu[m]) * sc + bt[m], act);
+                        const double got = y1[((n * M + m) * H + oh) * W + ow];
+                        const double err = fabs(got - ref) / ((mag + fabs(mu[m])) * sc + fabs(bt[m]));
+                        if (err > worst) worst = err;
+                    }
+        free(y1), free(y2);
+        if (worst > 1e-6) printf("  act %d: worst relative error %.3g\n", act, worst);
+        CHECK(worst <= 1e-6);
+    }
+}

@@ -53,6 +53,10 @@ aspen_status asp_pass_recompute(aspen_program *p, int policy, size_t segment_byt
                                 double *extra_macs);
 aspen_status asp_pass_memplan(aspen_program *p, int no_reuse);
 
+/* Whether an ASP_OPF_CHECKS_FINITE op (the optimizer updates) wrote a NaN or
+ * Inf during e's last run (src/runtime/engine.c). Call between runs. */
+int asp_engine_nonfinite(aspen_engine *e);
+
 #define ASP_ALIGN 64
 static inline size_t asp_align_up(size_t n) { return (n + ASP_ALIGN - 1) & ~(size_t)(ASP_ALIGN - 1); }
 

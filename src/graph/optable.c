@@ -6,6 +6,7 @@
 
 #define EW asp_vertices_elementwise
 #define NG ASP_OPF_NO_GRAD
+#define UPD (ASP_OPF_MUTATES | ASP_OPF_CHECKS_FINITE)
 
 const asp_op_def asp_ops[ASP_OP_COUNT] = {
     [ASP_OP_DENSE] = {"dense", -1, 1, ASP_OPF_GEMM, asp_dense_infer, asp_dense_vertices, NULL,
@@ -94,11 +95,11 @@ const asp_op_def asp_ops[ASP_OP_COUNT] = {
                                asp_softmax_ce_bwd_forward, NULL, NULL},
     [ASP_OP_MSE_BWD] = {"mse_bwd", 3, 1, NG | ASP_OPF_ELEMENTWISE, asp_mse_bwd_infer, EW, NULL,
                         asp_mse_bwd_forward, NULL, NULL},
-    [ASP_OP_SGD_UPDATE] = {"sgd_update", -1, 0, NG | ASP_OPF_MUTATES, asp_update_infer,
+    [ASP_OP_SGD_UPDATE] = {"sgd_update", -1, 0, NG | UPD, asp_update_infer,
                            asp_update_vertices, NULL, asp_sgd_forward, NULL, NULL},
-    [ASP_OP_SGD_APPLY] = {"sgd_apply", 2, 0, NG | ASP_OPF_MUTATES, asp_update_infer,
+    [ASP_OP_SGD_APPLY] = {"sgd_apply", 2, 0, NG | UPD, asp_update_infer,
                           asp_update_vertices, NULL, asp_sgd_apply_forward, NULL, NULL},
-    [ASP_OP_ADAM_UPDATE] = {"adam_update", -1, 0, NG | ASP_OPF_MUTATES, asp_update_infer,
+    [ASP_OP_ADAM_UPDATE] = {"adam_update", -1, 0, NG | UPD, asp_update_infer,
                             asp_update_vertices, NULL, asp_adam_forward, NULL, NULL},
     /* ONNX ops (src/ops/onnx_*.c) */
     [ASP_OP_EXP] = {"exp", 1, 1, ASP_OPF_ELEMENTWISE | ASP_OPF_INPLACE, asp_unary_infer, EW, NULL,

@@ -9,6 +9,9 @@
 #ifndef ASPEN_OPS_H
 #define ASPEN_OPS_H
 
+#include <stdatomic.h>
+#include <string.h>
+
 #include "graph/graph.h"
 
 /* Every op, with its never-reused number. */
@@ -129,7 +132,9 @@ enum {
     ASP_OPF_INPLACE = 1u << 1,     /* output may share the first input's memory */
     ASP_OPF_NO_GRAD = 1u << 2,     /* no backward (backward ops, updates, fill) */
     ASP_OPF_MUTATES = 1u << 3,     /* writes persistent inputs (updates, running stats) */
-    ASP_OPF_GEMM = 1u << 4         /* needs the GEMM packing scratch */
+    ASP_OPF_GEMM = 1u << 4,        /* needs the GEMM packing scratch */
+    ASP_OPF_CHECKS_FINITE = 1u << 5 /* an update that reports, through k->nonfinite, a
+                                       NaN or Inf it writes to its parameter in[0] */
 };
 
 /* What a kernel sees when it runs one vertex of a node. */
@@ -142,7 +147,26 @@ typedef struct {
     void *gemm_scratch;   /* this thread's GEMM packing buffer */
     const aspen_step *step;
     uint64_t seed;
+    atomic_int *nonfinite; /* the run's flag: ASP_OPF_CHECKS_FINITE ops set it */
 } asp_kctx;
+
+/* For ASP_OPF_CHECKS_FINITE kernels: OR asp_finite_bits(v) over the values
+ * written, then asp_report_finite. (bits & 0x7f800000) + 0x00800000 sets bit
+ * 31 exactly when the exponent is all ones (NaN, Inf); integer ops, so the
+ * loops stay vectorised and the check costs no extra pass over memory (the
+ * trainer's guard used to re-read every parameter after each batch). */
+static inline uint32_t asp_finite_bits(float v)
+{
+    uint32_t b;
+    memcpy(&b, &v, sizeof(b));
+    return (b & 0x7f800000u) + 0x00800000u;
+}
+
+static inline void asp_report_finite(const asp_kctx *k, uint32_t acc)
+{
+    if ((acc & 0x80000000u) && k->nonfinite)
+        atomic_store_explicit(k->nonfinite, 1, memory_order_relaxed);
+}
 
 #define ASP_IN(k, i) ((float *)(k)->data[(k)->node->in[i]])
 #define ASP_OUT(k, i) ((float *)(k)->data[(k)->node->out[i]])

@@ -4,8 +4,16 @@
  * Bulk-synchronous, like the compute sets of the articles' engine: every
  * thread walks the whole schedule; at each node, thread t runs vertices
  * t, t+T, t+2T, ... then all threads meet at a barrier before the next node.
- * Waking the pool costs one condition-variable broadcast per run; the barriers
- * between nodes spin briefly, then yield (2-core machines may be shared).
+ * One thread takes no barrier and wakes nobody. The barriers between nodes
+ * spin briefly, then yield (2-core machines may be shared). Between runs a
+ * worker first spins on the run counter for ASP_IDLE_SPIN_NS, then sleeps on
+ * a condition variable: a trainer's runs follow each other within tens of
+ * microseconds, so the next run usually finds the workers awake and starts
+ * them without a syscall (a futex wake and the woken thread's start cost
+ * more than an MLP node), while an idle engine still costs no CPU. The run
+ * counter is bumped first and the sleepers counted after (both seq_cst), the
+ * worker counts itself a sleeper before its last look at the counter: one of
+ * the two sees the other, so no wake-up is lost.
  *
  * Everything is allocated in aspen_engine_new: the arena, the I/O buffer, the
  * per-thread scratch and GEMM packing buffers. aspen_engine_run allocates
@@ -46,10 +54,12 @@ struct aspen_engine {
     int started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    uint64_t generation;
-    int quit;
+    atomic_uint_fast64_t generation; /* runs started (and one more to quit) */
+    atomic_int sleepers;             /* workers in (or entering) pthread_cond_wait */
+    atomic_int quit;
     atomic_int bar_count;
     atomic_int bar_sense;
+    atomic_int nonfinite; /* set during a run by ASP_OPF_CHECKS_FINITE ops */
     const aspen_step *step;
 };
 
@@ -108,6 +118,7 @@ static void run_program(aspen_engine *e, worker *w)
     k.gemm_scratch = e->gemm + (size_t)w->tid * e->gemm_bytes;
     k.step = e->step;
     k.seed = aspen_store_seed(e->store);
+    k.nonfinite = &e->nonfinite;
     for (int i = 0; i < p->nn; i++) {
         const asp_node *n = &p->n[i];
         void (*fwd)(const asp_kctx *) = asp_ops[n->op].forward;
@@ -125,18 +136,53 @@ static void run_program(aspen_engine *e, worker *w)
     }
 }
 
+/* How long an idle worker spins before it sleeps. */
+#define ASP_IDLE_SPIN_NS 200000.0
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Wait until the run counter differs from seen; returns its new value. */
+static uint64_t wait_for_run(aspen_engine *e, uint64_t seen)
+{
+    uint64_t g;
+    double t0 = asp_now();
+    for (int spins = 1;; spins++) {
+        if ((g = atomic_load(&e->generation)) != seen) return g;
+        cpu_relax();
+        if (spins % 256 == 0 && (asp_now() - t0) * 1e9 > ASP_IDLE_SPIN_NS) break;
+    }
+    pthread_mutex_lock(&e->mu);
+    atomic_fetch_add(&e->sleepers, 1);
+    while ((g = atomic_load(&e->generation)) == seen) pthread_cond_wait(&e->cv, &e->mu);
+    atomic_fetch_sub(&e->sleepers, 1);
+    pthread_mutex_unlock(&e->mu);
+    return g;
+}
+
+/* Start a run (or the exit) on the workers: bump the counter, wake sleepers. */
+static void start_workers(aspen_engine *e)
+{
+    atomic_fetch_add(&e->generation, 1);
+    if (atomic_load(&e->sleepers) > 0) {
+        pthread_mutex_lock(&e->mu);
+        pthread_cond_broadcast(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
     aspen_engine *e = w->e;
     uint64_t seen = 0;
     for (;;) {
-        pthread_mutex_lock(&e->mu);
-        while (e->generation == seen && !e->quit) pthread_cond_wait(&e->cv, &e->mu);
-        int quit = e->quit;
-        seen = e->generation;
-        pthread_mutex_unlock(&e->mu);
-        if (quit) return NULL;
+        seen = wait_for_run(e, seen);
+        if (atomic_load(&e->quit)) return NULL;
         run_program(e, w);
     }
 }
@@ -242,10 +288,8 @@ fail:
 void aspen_engine_free(aspen_engine *e)
 {
     if (!e) return;
-    pthread_mutex_lock(&e->mu);
-    e->quit = 1;
-    pthread_cond_broadcast(&e->cv);
-    pthread_mutex_unlock(&e->mu);
+    atomic_store(&e->quit, 1);
+    start_workers(e);
     for (int i = 1; i <= e->started; i++) pthread_join(e->tids[i], NULL);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
@@ -273,12 +317,13 @@ aspen_status aspen_engine_run(aspen_engine *e, const aspen_step *s)
 {
     if (!e || !s) return asp_err(ASPEN_EINVAL, "engine run: no engine or step");
     e->step = s;
-    if (e->threads > 1) {
-        pthread_mutex_lock(&e->mu);
-        e->generation++;
-        pthread_cond_broadcast(&e->cv);
-        pthread_mutex_unlock(&e->mu);
-    }
+    atomic_store_explicit(&e->nonfinite, 0, memory_order_relaxed);
+    if (e->threads > 1) start_workers(e);
     run_program(e, &e->w[0]);
     return ASPEN_OK;
+}
+
+int asp_engine_nonfinite(aspen_engine *e)
+{
+    return atomic_load_explicit(&e->nonfinite, memory_order_relaxed);
 }

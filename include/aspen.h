@@ -301,6 +301,14 @@ typedef struct {
 /* Run the program once. Not thread-safe for one engine. */
 aspen_status aspen_engine_run(aspen_engine *e, const aspen_step *s);
 int aspen_engine_threads(const aspen_engine *e);
+/* Per-node wall time. With profiling on (set_profile(e, 1) also zeroes the
+ * totals), each run adds to entry i of aspen_engine_profile (one per node of
+ * the schedule, aspen_program_node_info order) the seconds from the end of
+ * node i-1 to the end of node i as the calling thread sees them, the barrier
+ * included: the entries of a run add up to the run. Costs one clock read per
+ * node. */
+void aspen_engine_set_profile(aspen_engine *e, int on);
+const double *aspen_engine_profile(const aspen_engine *e);
 
 /* ---------------------------------------------------------------- models */
 

@@ -61,6 +61,8 @@ struct aspen_engine {
     atomic_int bar_sense;
     atomic_int nonfinite; /* set during a run by ASP_OPF_CHECKS_FINITE ops */
     const aspen_step *step;
+    double *prof;  /* per node: seconds summed over the profiled runs */
+    int profiling; /* aspen_engine_set_profile */
 };
 
 static void barrier(aspen_engine *e, worker *w)
@@ -119,6 +121,8 @@ static void run_program(aspen_engine *e, worker *w)
     k.step = e->step;
     k.seed = aspen_store_seed(e->store);
     k.nonfinite = &e->nonfinite;
+    double *prof = w->tid == 0 && e->profiling ? e->prof : NULL;
+    double last = prof ? asp_now() : 0.0;
     for (int i = 0; i < p->nn; i++) {
         const asp_node *n = &p->n[i];
         void (*fwd)(const asp_kctx *) = asp_ops[n->op].forward;
@@ -129,6 +133,11 @@ static void run_program(aspen_engine *e, worker *w)
             fwd(&k);
         }
         if (e->threads > 1) barrier(e, w);
+        if (prof) {
+            const double t = asp_now();
+            prof[i] += t - last;
+            last = t;
+        }
         if (e->dying_start) {
             if (w->tid == 0) poison(e, i);
             if (e->threads > 1) barrier(e, w);
@@ -246,8 +255,10 @@ aspen_status aspen_engine_new(const aspen_program *p, aspen_store *store, int th
     e->scratch = asp_alloc_aligned(scratch_total);
     e->gemm = asp_alloc_aligned(gemm_total);
     e->w = asp_calloc((size_t)e->threads, sizeof(*e->w));
+    e->prof = asp_calloc((size_t)(p->nn ? p->nn : 1), sizeof(double));
     e->tids = asp_calloc((size_t)e->threads, sizeof(*e->tids));
-    if (!e->data || !e->arena || !e->io || !e->scratch || !e->gemm || !e->w || !e->tids) {
+    if (!e->data || !e->arena || !e->io || !e->scratch || !e->gemm || !e->w || !e->tids ||
+        !e->prof) {
         st = asp_err(ASPEN_ENOMEM, "engine: out of memory (arena %zu bytes, I/O %zu bytes)",
                      p->arena_bytes, p->io_bytes);
         goto fail;
@@ -302,8 +313,18 @@ void aspen_engine_free(aspen_engine *e)
     asp_free_aligned(e->gemm);
     free(e->w);
     free(e->tids);
+    free(e->prof);
     free(e);
 }
+
+void aspen_engine_set_profile(aspen_engine *e, int on)
+{
+    if (!e) return;
+    e->profiling = on;
+    if (on) memset(e->prof, 0, (size_t)(e->p->nn ? e->p->nn : 1) * sizeof(double));
+}
+
+const double *aspen_engine_profile(const aspen_engine *e) { return e ? e->prof : NULL; }
 
 void *aspen_engine_data(aspen_engine *e, aspen_tensor t)
 {

@@ -11,6 +11,9 @@
  * timed one by one. The median is the figure reported (the machines are
  * shared, so the mean would follow the outliers); min and max show the spread.
  *
+ * --profile turns on the engine's per-node clock for the timed steps
+ * (aspen_engine_set_profile) and prints the nodes by time: where a step goes.
+ *
  * --input CxHxW rebuilds the [net] section of the model text with another
  * input size before parsing it again, so a 224x224 model can be timed at 256.
  */
@@ -37,6 +40,9 @@ const char usage_bench[] =
     "  --recompute P    none, norm, auto or all (with --train; see aspen plan)\n"
     "  --memory SIZE    memory budget for the plan (e.g. 2GiB)\n"
     "  --micro-batch M  a step runs the batch as M pieces, accumulating gradients\n"
+    "  --profile        also time every node of the schedule: a table of the\n"
+    "                   nodes taking the most time per step (layer, op, vertices,\n"
+    "                   ms, share of the step, GFLOP/s of GEMM-lowered ops)\n"
     "  --json           last line of output: one JSON object with the figures\n";
 
 static double now(void)
@@ -59,6 +65,64 @@ static uint64_t rng_next(uint64_t *s)
     *s ^= *s << 25;
     *s ^= *s >> 27;
     return *s * 2685821657736338717ull;
+}
+
+/* Rows of the --profile table. */
+#define PROFILE_ROWS 25
+
+typedef struct {
+    int node;
+    double seconds;
+} prof_row;
+
+static int cmp_prof(const void *a, const void *b)
+{
+    double x = ((const prof_row *)a)->seconds, y = ((const prof_row *)b)->seconds;
+    return x > y ? -1 : x < y;
+}
+
+/* The --profile table: per node, mean seconds per step over `steps` runs. */
+static void print_profile(const aspen_program *p, const double *prof, int steps, int micro,
+                          double step_seconds, cJSON *json)
+{
+    const int nn = aspen_program_node_count(p);
+    prof_row *rows = calloc((size_t)(nn ? nn : 1), sizeof(*rows));
+    if (!rows) return;
+    double total = 0;
+    for (int i = 0; i < nn; i++) {
+        rows[i] = (prof_row){i, prof[i] / steps};
+        total += rows[i].seconds;
+    }
+    qsort(rows, (size_t)nn, sizeof(*rows), cmp_prof);
+    printf("\nprofile: %d nodes, %.3f ms per step in nodes (%.1f%% of the step); the %d "
+           "slowest:\n",
+           nn, total * 1e3, step_seconds > 0 ? 100.0 * total / step_seconds : 0.0,
+           nn < PROFILE_ROWS ? nn : PROFILE_ROWS);
+    printf("  %-4s %-18s %-22s %8s %10s %7s %9s\n", "node", "layer", "op", "vertices", "ms/step",
+           "share", "GFLOP/s");
+    cJSON *arr = json ? cJSON_AddArrayToObject(json, "profile") : NULL;
+    for (int r = 0; r < nn; r++) {
+        aspen_node_info ni;
+        if (aspen_program_node_info(p, rows[r].node, &ni) != ASPEN_OK) continue;
+        const double s = rows[r].seconds;
+        const double gf = ni.macs > 0 && s > 0 ? 2.0 * ni.macs * micro / s * 1e-9 : 0.0;
+        if (r < PROFILE_ROWS) {
+            printf("  %-4d %-18.18s %-22.22s %8d %10.3f %6.1f%% ", rows[r].node, ni.layer, ni.op,
+                   ni.vertices, s * 1e3, total > 0 ? 100.0 * s / total : 0.0);
+            if (gf > 0) printf("%9.1f\n", gf);
+            else printf("%9s\n", "-");
+        }
+        if (arr) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "node", rows[r].node);
+            cJSON_AddStringToObject(o, "layer", ni.layer);
+            cJSON_AddStringToObject(o, "op", ni.op);
+            cJSON_AddNumberToObject(o, "vertices", ni.vertices);
+            cJSON_AddNumberToObject(o, "seconds", s);
+            cJSON_AddItemToArray(arr, o);
+        }
+    }
+    free(rows);
 }
 
 typedef struct {
@@ -96,6 +160,7 @@ static aspen_status bench_build(const aspen_model *m, aspen_store *store, int ba
 int cmd_bench(int argc, char **argv)
 {
     int batch = 1, train = 0, threads = 0, steps = 10, warmup = 2, json = 0, micro = 1;
+    int profile = 0;
     const char *input = NULL, *recompute = "none";
     aspen_compile_opts co;
     memset(&co, 0, sizeof(co));
@@ -110,6 +175,7 @@ int cmd_bench(int argc, char **argv)
         {"memory", OPT_SIZE, &co.memory_budget, 0, 0, 0},
         {"micro-batch", OPT_INT, &micro, 1, 65536, 0},
         {"json", OPT_FLAG, &json, 0, 0, 0},
+        {"profile", OPT_FLAG, &profile, 0, 0, 0},
     };
     cli_args a;
     if (cli_parse("bench", argc, argv, opts, (int)(sizeof(opts) / sizeof(opts[0])), &a)) return 2;
@@ -171,6 +237,7 @@ int cmd_bench(int argc, char **argv)
         lab[i] = (int32_t)(rng_next(&seed) % (uint64_t)b.classes);
     aspen_step s = {0.001f, 0};
     for (int i = 0; i < warmup + steps && st == ASPEN_OK; i++) {
+        if (profile && i == warmup) aspen_engine_set_profile(b.eng, 1);
         double t0 = now();
         for (int q = 0; q < micro && st == ASPEN_OK; q++) {
             s.step++;
@@ -195,8 +262,9 @@ int cmd_bench(int argc, char **argv)
     printf("plan: arena %.1f MiB, persistent %.1f MiB, %d nodes, %d vertices; compile %.2f s\n",
            (double)ps.arena_bytes / 1048576.0, (double)ps.persistent_bytes / 1048576.0, ps.nodes,
            ps.vertices, t_build);
+    cJSON *o = json ? cJSON_CreateObject() : NULL;
+    if (profile) print_profile(b.prog, aspen_engine_profile(b.eng), steps, micro, med, o);
     if (json) {
-        cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "model", a.pos[0]);
         cJSON_AddStringToObject(o, "mode", train ? "train" : "inference");
         cJSON_AddNumberToObject(o, "batch", batch);

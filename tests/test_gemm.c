@@ -354,6 +354,51 @@ TEST(gemm_transposed_matches_untransposed)
     free(scratch);
 }
 
+/* One row times B^T (a fully connected layer at batch 1) skips packing on
+ * AVX-512: each row computed alone must equal the same row of the full
+ * product, bit for bit, epilogue and beta included, K over several blocks. */
+TEST(gemm_one_row_matches_full_product)
+{
+    static const int64_t shapes[][3] = {{5, 1000, 2048}, {3, 37, 390}, {4, 16, 16}, {2, 70, 1}};
+    asp_rng r;
+    asp_rng_seed(&r, 31);
+    void *scratch = scratch_new();
+    for (size_t s = 0; s < ASP_ARRAY_LEN(shapes); s++) {
+        problem p;
+        problem_init(&p, &r, 0, 1, shapes[s][0], shapes[s][1], shapes[s][2], 2, 1.5f,
+                     s % 2 ? 0.25f : 0.0f, 1, 1, 1 + (int)(s % 2), (int)(s < 2));
+        const size_t row = sizeof(float) * (size_t)p.ldc;
+        int bad = 0;
+        for (size_t t = 0; t < ASP_ARRAY_LEN(all_isas) && !bad; t++) {
+            if (!asp_isa_supported(all_isas[t])) continue;
+            asp_isa prev = asp_isa_set(all_isas[t]);
+            float *C1 = run(&p, 1, scratch), *C2 = malloc(row * (size_t)p.M);
+            memcpy(C2, p.C0, row * (size_t)p.M);
+            for (int64_t i = 0; i < p.M; i++) {
+                asp_epilogue ep = p.ep;
+                if (ep.bias_m) ep.bias_m += i;
+                if (ep.scale_m) ep.scale_m += i;
+                /* rows alternate between one part and two (a column split) */
+                const int parts = 1 + (int)(i % 2);
+                for (int q = 0; q < parts; q++)
+                    asp_sgemm(0, 1, 1, p.N, p.K, p.alpha, p.A + i * p.lda, p.lda, p.B, p.ldb,
+                              p.beta, C2 + i * p.ldc, p.ldc, &ep, q, parts, scratch);
+            }
+            bad = compare(&p, C1, asp_isa_name(all_isas[t])) ||
+                  memcmp(C1, C2, row * (size_t)p.M) != 0;
+            if (bad)
+                printf("  %s: M=%lld N=%lld K=%lld: a row alone differs\n",
+                       asp_isa_name(all_isas[t]), (long long)p.M, (long long)p.N,
+                       (long long)p.K);
+            free(C1), free(C2);
+            asp_isa_set(prev);
+        }
+        problem_free(&p);
+        CHECK(!bad);
+    }
+    free(scratch);
+}
+
 TEST(gemm_parts_bit_identical)
 {
     static const int64_t shapes[][3] = {{100, 257, 530}, {257, 33, 300}, {1, 7, 17}, {700, 40, 64},

@@ -492,6 +492,18 @@ void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
         return;
     }
     ASPEN_ASSERT(scratch != NULL);
+    if (M == 1 && !trans_a && trans_b && g->ukr == asp_gemm_ukr_avx512) {
+        /* one row times B^T (a fully connected layer at batch 1): no packing */
+        const asp_gemm_tail t = {alpha,
+                                 beta,
+                                 ep ? ep->bias_m : NULL,
+                                 ep ? ep->bias_n : NULL,
+                                 ep ? (int)ep->act : ASP_ACT_NONE,
+                                 ep ? ep->slope : 0.0f,
+                                 ep ? ep->scale_m : NULL};
+        asp_gemv_t_avx512(K, g->kc, A, B, ldb, j0, j1, C, &t);
+        return;
+    }
     if (asp_gemm_transposed(M, N)) {
         /* C^T (N x M) = op(B)^T op(A)^T: B is the packed-rows operand */
         const gemm_opnd rows = {!trans_b, B, ldb, NULL, 0}, cols = {!trans_a, A, lda, NULL, 0};

@@ -134,6 +134,12 @@ void asp_gemm_store_t_avx2(const float *tile, int64_t tld, int mr, int nr, float
 void asp_gemm_store_t_avx512(const float *tile, int64_t tld, int mr, int nr, float *C,
                              int64_t ldc, const asp_gemm_tail *t);
 
+/* AVX-512: c[j] (j0 <= j < j1) of a one-row product a (K) * B^T, B stored
+ * (N, K), with K blocks of kc and the tail t (bias_n indexed by j, scale_m
+ * and bias_m by 0) exactly as the packed path computes it. */
+void asp_gemv_t_avx512(int64_t K, int64_t kc, const float *a, const float *B, int64_t ldb,
+                       int64_t j0, int64_t j1, float *c, const asp_gemm_tail *t);
+
 void asp_gemm_ukr_avx2(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int mr,
                        int nr, const asp_gemm_tail *t);
 void asp_gemm_ukr_avx512(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,

@@ -239,3 +239,57 @@ void asp_gemm_store_t_avx512(const float *tile, int64_t tld, int mr, int nr, flo
         }
     }
 }
+
+/* One row of A times B stored (N, K): c[j] for j in [j0, j1), the same
+ * arithmetic as the packed path element for element (an FMA chain over k
+ * in order within each K block of kc, blocks folded as the driver folds
+ * them, the tail's epilogue on the last), without packing B: 16 rows of B
+ * at a time are read 16 k at a time and transposed in registers, so each
+ * lane holds one output's chain. A fully connected layer at batch 1 reads
+ * its weights once instead of three times (packing writes and reads them). */
+void asp_gemv_t_avx512(int64_t K, int64_t kc, const float *a /* (K) */,
+                       const float *B /* (N, K), row stride ldb */, int64_t ldb, int64_t j0,
+                       int64_t j1, float *c /* (N) */, const asp_gemm_tail *t)
+{
+    const __m512 zero = _mm512_setzero_ps(), alpha = _mm512_set1_ps(t->alpha);
+    for (int64_t j = j0; j < j1; j += 16) {
+        const int rows = j1 - j < 16 ? (int)(j1 - j) : 16;
+        const __mmask16 mj = rows == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rows) - 1u);
+        __m512 v = zero;
+        for (int64_t pc = 0; pc < K; pc += kc) {
+            const int64_t kb = K - pc < kc ? K - pc : kc;
+            __m512 acc = zero;
+            for (int64_t k0 = pc; k0 < pc + kb; k0 += 16) {
+                const int kk = pc + kb - k0 < 16 ? (int)(pc + kb - k0) : 16;
+                const __mmask16 km = kk == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << kk) - 1u);
+                __m512 r[16];
+                _Pragma("GCC unroll 16") for (int q = 0; q < 16; q++)
+                {
+                    r[q] = q < rows ? _mm512_maskz_loadu_ps(km, B + (j + q) * ldb + k0) : zero;
+                }
+                transpose16(r);
+                for (int q = 0; q < kk; q++) acc = _mm512_fmadd_ps(_mm512_set1_ps(a[k0 + q]), r[q], acc);
+            }
+            const __m512 w = _mm512_mul_ps(alpha, acc);
+            if (pc == 0) {
+                v = t->beta != 0.0f ? _mm512_fmadd_ps(_mm512_set1_ps(t->beta),
+                                                      _mm512_maskz_loadu_ps(mj, c + j), w)
+                                    : w;
+            } else {
+                v = _mm512_fmadd_ps(_mm512_set1_ps(1.0f), v, w);
+            }
+        }
+        if (t->scale_m) {
+            v = _mm512_fmadd_ps(v, _mm512_set1_ps(t->scale_m[0]),
+                                t->bias_m ? _mm512_set1_ps(t->bias_m[0]) : zero);
+        } else if (t->bias_m) {
+            v = _mm512_add_ps(v, _mm512_set1_ps(t->bias_m[0]));
+        }
+        if (t->bias_n) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mj, t->bias_n + j));
+        if (t->relu == ASP_ACT_RELU) v = _mm512_max_ps(zero, v);
+        else if (t->relu == ASP_ACT_LEAKY)
+            v = _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_NGT_UQ), v,
+                                   _mm512_set1_ps(t->slope));
+        _mm512_mask_storeu_ps(c + j, mj, v);
+    }
+}

@@ -15,10 +15,15 @@
 #include "kernels/gemm.h"
 #include "ops/ops.h"
 
+/* One vertex per 4096 outputs or per 256K multiply-accumulates, whichever
+ * gives more: a classifier at batch 1 (1000 outputs from 2048 inputs) is a
+ * memory-bound read of its weights that both threads should share. */
 static int gemm_vertices(const asp_tensor *t, const asp_node *n, int threads)
 {
+    const asp_tensor *x = &t[n->in[0]];
     int64_t numel = asp_numel(&t[n->out[0]]);
-    int64_t v = numel / 4096 + 1;
+    int64_t k = x->ndim == 2 ? x->shape[1] : 1;
+    int64_t v = ASP_MAX(numel / 4096, numel * k / (1 << 18)) + 1;
     return v < threads ? (int)v : threads;
 }
 

@@ -203,7 +203,14 @@ aspen_tensor aspen_tensor_find(const aspen_graph *g, const char *name);
 /* ---------------------------------------------------------------- store */
 
 /* Named persistent tensors (parameters, optimizer state, running statistics),
- * shared by every engine bound to it. f32 only. */
+ * shared by every engine bound to it. f32 only.
+ * Engines of inference programs keep the convolution weights packed for
+ * their GEMMs across runs and repack them when the store may have changed:
+ * after aspen_store_data or aspen_engine_data handed out a writable pointer,
+ * aspen_store_add, a checkpoint or ONNX load, or a run of a program that
+ * writes persistent tensors (training). Values written through a pointer
+ * kept from before a run are not noticed: call aspen_store_touch after
+ * such a write. */
 typedef struct aspen_store aspen_store;
 
 aspen_store *aspen_store_new(uint64_t seed);
@@ -218,6 +225,8 @@ int aspen_store_find(const aspen_store *s, const char *name); /* index or -1 */
 aspen_status aspen_store_add(aspen_store *s, const char *name, int ndim, const int64_t *shape,
                              int *index);
 uint64_t aspen_store_seed(const aspen_store *s);
+/* Mark the values changed (see above). */
+void aspen_store_touch(aspen_store *s);
 
 /* ---------------------------------------------------------------- compile and run */
 
@@ -253,6 +262,7 @@ typedef struct {
     int recompute_nodes;      /* ops re-run in the backward pass */
     int fused_updates;        /* SGD momentum folded into the gradient op */
     aspen_recompute recompute;/* the policy the plan uses (auto resolved) */
+    size_t packed_bytes;      /* inference: convolution weights kept packed for the GEMM */
 } aspen_plan_stats;
 
 /* Verify, infer shapes, schedule and plan memory. On success *out owns a copy

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "aspen.h"
+#include "kernels/gemm.h"
 #include "test.h"
 
 enum { N = 2, C = 5, H = 9, W = 7, M = 6, K = 3 };
@@ -108,4 +109,70 @@ TEST(fuse_conv_bn_relu_and_leaky)
         if (worst > 1e-6) printf("  act %d: worst relative error %.3g\n", act, worst);
         CHECK(worst <= 1e-6);
     }
+}
+
+/* Inference engines keep convolution weights packed across runs: a change
+ * through aspen_store_data, aspen_engine_data or aspen_store_touch, or a
+ * switch of ISA, must be seen by the next run (compared with a fresh engine
+ * on the same store), and unchanged weights give the same bits run after run. */
+static int run_conv(aspen_engine *e, aspen_tensor y, float *out, size_t n)
+{
+    const aspen_step step = {0.0f, 1};
+    if (aspen_engine_run(e, &step) != ASPEN_OK) return 0;
+    memcpy(out, aspen_engine_data(e, y), n * sizeof(float));
+    return 1;
+}
+
+TEST(fuse_packed_weights_follow_the_store)
+{
+    enum { CN = 1, CC = 16, CH = 12, CM = 40, NY = CN * CM * (CH / 2) * (CH / 2) };
+    aspen_graph *g = aspen_graph_new();
+    const int64_t xs[4] = {CN, CC, CH, CH}, ws[4] = {CM, CC, 3, 3};
+    const aspen_init u = {ASPEN_INIT_UNIFORM, 0.5f};
+    aspen_tensor x = aspen_input(g, "x", ASPEN_F32, 4, xs);
+    aspen_tensor w = aspen_param(g, "w", 4, ws, u);
+    const aspen_conv_attrs ca = {2, 2, 1, 1, 1, 1, 1}; /* stride 2: im2col + GEMM, not Winograd */
+    aspen_tensor y = aspen_conv2d(g, x, w, ASPEN_NONE, &ca);
+    aspen_graph_output(g, y);
+    aspen_compile_opts o = {2, 0, ASPEN_RECOMPUTE_NONE, 0, 0};
+    aspen_program *p = NULL;
+    aspen_store *s = aspen_store_new(5);
+    aspen_engine *e = NULL, *fresh = NULL;
+    static float y0[NY], y1[NY], yf[NY];
+    int ok = aspen_compile(g, &o, &p) == ASPEN_OK && aspen_engine_new(p, s, 2, &e) == ASPEN_OK;
+    aspen_plan_stats st;
+    if (ok) aspen_program_stats(p, &st);
+    ok = ok && st.packed_bytes > 0;
+    float *xd = ok ? aspen_engine_data(e, x) : NULL;
+    for (int i = 0; ok && i < CN * CC * CH * CH; i++) xd[i] = (float)((i * 37) % 11) * 0.1f - 0.5f;
+    ok = ok && run_conv(e, y, y0, NY) && run_conv(e, y, y1, NY) && !memcmp(y0, y1, sizeof(y0));
+    const int wi = aspen_store_find(s, "w");
+    /* 1. through aspen_store_data */
+    float *wd = wi >= 0 ? aspen_store_data(s, wi) : NULL;
+    ok = ok && wd;
+    if (ok) wd[3] += 1.0f;
+    ok = ok && run_conv(e, y, y1, NY) && memcmp(y0, y1, sizeof(y0));
+    ok = ok && aspen_engine_new(p, s, 2, &fresh) == ASPEN_OK;
+    if (ok) memcpy(aspen_engine_data(fresh, x), xd, sizeof(float) * CN * CC * CH * CH);
+    ok = ok && run_conv(fresh, y, yf, NY) && !memcmp(y1, yf, sizeof(yf));
+    /* 2. a pointer kept from before, then aspen_store_touch */
+    if (ok) wd[7] -= 2.0f, aspen_store_touch(s);
+    ok = ok && run_conv(e, y, y1, NY) && run_conv(fresh, y, yf, NY) && !memcmp(y1, yf, sizeof(yf));
+    /* 3. another ISA */
+    if (ok && asp_isa_supported(ASP_ISA_AVX2)) {
+        asp_isa prev = asp_isa_set(ASP_ISA_AVX2);
+        ok = run_conv(e, y, y1, NY);
+        asp_isa_set(ASP_ISA_GENERIC);
+        ok = ok && run_conv(e, y, yf, NY);
+        asp_isa_set(prev);
+        double worst = 0;
+        for (int i = 0; ok && i < NY; i++) worst = fmax(worst, fabs(y1[i] - yf[i]));
+        ok = ok && worst < 1e-4;
+    }
+    aspen_engine_free(fresh);
+    aspen_engine_free(e);
+    aspen_store_free(s);
+    aspen_program_free(p);
+    aspen_graph_free(g);
+    CHECK(ok);
 }

@@ -40,6 +40,12 @@ struct aspen_program {
     size_t scratch_bytes;  /* per thread: largest op scratch */
     int uses_gemm;
     int poison;            /* engine fills dying transient tensors with NaN */
+    int mutates;           /* some op writes persistent tensors (updates, running stats) */
+    /* Weights kept packed across runs (inference programs only): node i's
+     * vertex v owns packed_stride[i] bytes at packed_off[i] + v * stride of
+     * a region of packed_bytes (stride 0: none). */
+    size_t *packed_off, *packed_stride;
+    size_t packed_bytes;
     aspen_plan_stats stats;
 };
 

@@ -71,6 +71,8 @@ uint64_t asp_rng_below(asp_rng *r, uint64_t n); /* [0, n), unbiased */
 
 /* Monotonic seconds. */
 double asp_now(void);
+/* The store's change counter (src/core/store.c; aspen.h has the contract). */
+uint64_t asp_store_version(const aspen_store *s);
 /* Bytes of physical memory (0 if unknown). */
 size_t asp_physical_memory(void);
 /* Number of online CPUs (>= 1). */

@@ -21,6 +21,7 @@ struct aspen_store {
     store_entry *e;
     int n, cap;
     uint64_t seed;
+    uint64_t version; /* bumped whenever the values may have changed (see aspen.h) */
 };
 
 aspen_store *aspen_store_new(uint64_t seed)
@@ -45,7 +46,15 @@ int aspen_store_count(const aspen_store *s) { return s->n; }
 const char *aspen_store_name(const aspen_store *s, int i) { return s->e[i].name; }
 int aspen_store_ndim(const aspen_store *s, int i) { return s->e[i].ndim; }
 const int64_t *aspen_store_shape(const aspen_store *s, int i) { return s->e[i].shape; }
-float *aspen_store_data(aspen_store *s, int i) { return s->e[i].data; }
+float *aspen_store_data(aspen_store *s, int i)
+{
+    s->version++; /* a writable pointer: the values may change */
+    return s->e[i].data;
+}
+
+void aspen_store_touch(aspen_store *s) { s->version++; }
+
+uint64_t asp_store_version(const aspen_store *s) { return s->version; }
 uint64_t aspen_store_seed(const aspen_store *s) { return s->seed; }
 
 int aspen_store_find(const aspen_store *s, const char *name)
@@ -66,6 +75,7 @@ aspen_status aspen_store_add(aspen_store *s, const char *name, int ndim, const i
         if (shape[d] < 0 || !asp_mul_ok(numel, (size_t)shape[d], &numel))
             return asp_err(ASPEN_EINVAL, "tensor '%s': invalid or overflowing shape", name);
     }
+    s->version++;
     int found = aspen_store_find(s, name);
     if (found >= 0) {
         store_entry *e = &s->e[found];

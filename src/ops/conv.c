@@ -328,10 +328,33 @@ static const float *packed_rows(const asp_kctx *k, const conv_geom *c, int trans
     return ap;
 }
 
-/* y[n, g*Mg + r0 : g*Mg + r1, p0:p1] = epilogue(W rows * col(x[n,g])[:, p0:p1]). */
+/* Weights kept packed across runs (inference programs; the engine's region
+ * for this vertex in k->packed, already filled when k->packed_fresh): rows
+ * [*r0, *r1) of the only group, all of them for a column split, the
+ * vertex's own for a row split. */
+static int persist_rows(const conv_geom *c, int vertex, int nvertex, int64_t *r0, int64_t *r1)
+{
+    *r0 = 0, *r1 = c->M;
+    if (split_rows(c)) asp_split(c->M, nvertex, vertex, CONV_COL_ALIGN, r0, r1);
+    return *r1 > *r0;
+}
+
+size_t asp_conv2d_packed_bytes(const asp_tensor *t, const asp_node *n, int vertex, int nvertex)
+{
+    conv_geom c = geom(&t[n->in[0]], &t[n->in[1]], &n->a.conv);
+    asp_wino_geom wg;
+    int64_t r0, r1;
+    if (c.G != 1 || use_winograd(&c, &wg) || !persist_rows(&c, vertex, nvertex, &r0, &r1))
+        return 0;
+    return packed_w_bytes(&c, r1 - r0, c.Cg * c.KK);
+}
+
+/* y[n, g*Mg + r0 : g*Mg + r1, p0:p1] = epilogue(W rows * col(x[n,g])[:, p0:p1]);
+ * ap: those rows of W packed in orientation tr, or NULL (packed here, into
+ * the scratch when several blocks share them). */
 static void forward_block(const asp_kctx *k, const conv_geom *c, const conv_epilogue *e,
-                          packed_key *key, int64_t n, int64_t gi, int64_t r0, int64_t r1,
-                          int64_t p0, int64_t p1)
+                          packed_key *key, const float *ap, int tr, int64_t n, int64_t gi,
+                          int64_t r0, int64_t r1, int64_t p0, int64_t p1)
 {
     const asp_im2col_geom ig = im2col_geom(c);
     const float *x = ASP_IN(k, 0) /* (N, C, H, W) */, *w = ASP_IN(k, 1) /* (M, Cg, KH, KW) */;
@@ -350,14 +373,19 @@ static void forward_block(const asp_kctx *k, const conv_geom *c, const conv_epil
     asp_epilogue ep = {e->bias ? e->bias + m0 : NULL, NULL, e->act,
                        e->scale ? e->scale + m0 : NULL, e->slope};
     float *yb = y + (n * c->M + m0) * c->P + p0;
+    if (ap) {
+        asp_sgemm_pa(r1 - r0, p1 - p0, Kd, 1.0f, ap, tr, 0, B, ldb, 0.0f, yb, c->P, &ep,
+                     k->gemm_scratch);
+        return;
+    }
     if (!wbytes) {
         asp_sgemm(0, 0, r1 - r0, p1 - p0, Kd, 1.0f, w + m0 * Kd, Kd, B, ldb, 0.0f, yb, c->P, &ep,
                   0, 1, k->gemm_scratch);
         return;
     }
     const packed_key want = {gi, r0, r1};
-    const float *ap = packed_rows(k, c, 0, w + m0 * Kd, Kd, r1 - r0, Kd, key, want);
-    asp_sgemm_pa(r1 - r0, p1 - p0, Kd, 1.0f, ap, packed_transposed(c, r1 - r0), 0, B, ldb, 0.0f,
+    const float *wp = packed_rows(k, c, 0, w + m0 * Kd, Kd, r1 - r0, Kd, key, want);
+    asp_sgemm_pa(r1 - r0, p1 - p0, Kd, 1.0f, wp, packed_transposed(c, r1 - r0), 0, B, ldb, 0.0f,
                  yb, c->P, &ep, k->gemm_scratch);
 }
 
@@ -374,9 +402,20 @@ void asp_conv2d_forward(const asp_kctx *k)
         return;
     }
     packed_key key = {-1, 0, 0};
+    const float *ap = NULL;
+    int tr = 0;
+    int64_t q0, q1;
+    if (k->packed && c.G == 1 && persist_rows(&c, k->vertex, k->nvertex, &q0, &q1)) {
+        const float *w = ASP_IN(k, 1);
+        tr = packed_transposed(&c, q1 - q0);
+        if (!k->packed_fresh)
+            asp_gemm_pack_a(0, q1 - q0, c.Cg * c.KK, w + q0 * c.Cg * c.KK, c.Cg * c.KK, tr,
+                            k->packed);
+        ap = k->packed;
+    }
     if (!split_rows(&c)) {
         for (col_iter it = col_iter_start(&c, k); col_iter_next(&it, &c, T);)
-            forward_block(k, &c, &e, &key, it.n, it.g, 0, c.Mg, it.p0, it.p1);
+            forward_block(k, &c, &e, &key, ap, tr, it.n, it.g, 0, c.Mg, it.p0, it.p1);
         return;
     }
     int64_t lo, hi;
@@ -387,7 +426,7 @@ void asp_conv2d_forward(const asp_kctx *k)
         if (r0 >= r1) continue;
         for (int64_t n = 0; n < c.N; n++)
             for (int64_t p0 = 0; p0 < c.P; p0 += T)
-                forward_block(k, &c, &e, &key, n, gi, r0, r1, p0, ASP_MIN(c.P, p0 + T));
+                forward_block(k, &c, &e, &key, ap, tr, n, gi, r0, r1, p0, ASP_MIN(c.P, p0 + T));
     }
 }
 

@@ -21,6 +21,9 @@ INFER(asp_dense_bwd_weight_infer) FWD(asp_dense_bwd_weight_forward)
 INFER(asp_bias_grad_infer) VERT(asp_bias_grad_vertices) FWD(asp_bias_grad_forward)
 /* conv.c */
 INFER(asp_conv2d_infer) VERT(asp_conv2d_vertices) SCR(asp_conv2d_scratch)
+/* Bytes of the weights vertex `vertex` of `nvertex` keeps packed across
+ * runs of an inference program (k->packed), 0 where it keeps none. */
+size_t asp_conv2d_packed_bytes(const asp_tensor *t, const asp_node *n, int vertex, int nvertex);
 FWD(asp_conv2d_forward) BWD(asp_conv2d_backward) MACS(asp_conv2d_macs)
 INFER(asp_conv2d_bwd_data_infer) VERT(asp_conv2d_bwd_data_vertices)
 SCR(asp_conv2d_bwd_data_scratch) FWD(asp_conv2d_bwd_data_forward)

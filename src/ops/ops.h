@@ -148,6 +148,12 @@ typedef struct {
     const aspen_step *step;
     uint64_t seed;
     atomic_int *nonfinite; /* the run's flag: ASP_OPF_CHECKS_FINITE ops set it */
+    /* Inference programs: this vertex's region for weights kept packed across
+     * runs (asp_conv2d_packed_bytes; NULL if none), and whether it still holds
+     * them (else the kernel packs them there first; the store changed, or the
+     * first run). */
+    void *packed;
+    int packed_fresh;
 } asp_kctx;
 
 /* For ASP_OPF_CHECKS_FINITE kernels: OR asp_finite_bits(v) over the values

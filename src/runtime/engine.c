@@ -63,6 +63,11 @@ struct aspen_engine {
     const aspen_step *step;
     double *prof;  /* per node: seconds summed over the profiled runs */
     int profiling; /* aspen_engine_set_profile */
+    char *packed;  /* weights kept packed across runs (p->packed_bytes) */
+    int packed_fresh;       /* this run: the packed weights are current */
+    int packed_valid;       /* some run packed them ... */
+    uint64_t packed_version; /* ... from the store at this version ... */
+    asp_isa packed_isa;      /* ... for this ISA */
 };
 
 static void barrier(aspen_engine *e, worker *w)
@@ -121,6 +126,7 @@ static void run_program(aspen_engine *e, worker *w)
     k.step = e->step;
     k.seed = aspen_store_seed(e->store);
     k.nonfinite = &e->nonfinite;
+    k.packed_fresh = e->packed_fresh;
     double *prof = w->tid == 0 && e->profiling ? e->prof : NULL;
     double last = prof ? asp_now() : 0.0;
     for (int i = 0; i < p->nn; i++) {
@@ -130,6 +136,9 @@ static void run_program(aspen_engine *e, worker *w)
         k.nvertex = p->nvertex[i];
         for (int v = w->tid; v < k.nvertex; v += e->threads) {
             k.vertex = v;
+            k.packed = p->packed_stride[i]
+                           ? e->packed + p->packed_off[i] + (size_t)v * p->packed_stride[i]
+                           : NULL;
             fwd(&k);
         }
         if (e->threads > 1) barrier(e, w);
@@ -241,6 +250,7 @@ aspen_status aspen_engine_new(const aspen_program *p, aspen_store *store, int th
     /* refuse a plan this machine cannot hold, before touching any of it */
     size_t need = p->arena_bytes, mem = asp_physical_memory();
     if (!asp_add_ok(need, p->io_bytes, &need) || !asp_add_ok(need, scratch_total, &need) ||
+        !asp_add_ok(need, p->packed_bytes, &need) ||
         !asp_add_ok(need, gemm_total, &need) || (mem && need > mem)) {
         st = asp_err(ASPEN_ENOMEM,
                      "engine: the plan needs %zu bytes (%.1f GiB) of working memory, more than "
@@ -256,9 +266,10 @@ aspen_status aspen_engine_new(const aspen_program *p, aspen_store *store, int th
     e->gemm = asp_alloc_aligned(gemm_total);
     e->w = asp_calloc((size_t)e->threads, sizeof(*e->w));
     e->prof = asp_calloc((size_t)(p->nn ? p->nn : 1), sizeof(double));
+    e->packed = p->packed_bytes ? asp_alloc_aligned(p->packed_bytes) : NULL;
     e->tids = asp_calloc((size_t)e->threads, sizeof(*e->tids));
     if (!e->data || !e->arena || !e->io || !e->scratch || !e->gemm || !e->w || !e->tids ||
-        !e->prof) {
+        !e->prof || (p->packed_bytes && !e->packed)) {
         st = asp_err(ASPEN_ENOMEM, "engine: out of memory (arena %zu bytes, I/O %zu bytes)",
                      p->arena_bytes, p->io_bytes);
         goto fail;
@@ -311,6 +322,7 @@ void aspen_engine_free(aspen_engine *e)
     asp_free_aligned(e->io);
     asp_free_aligned(e->scratch);
     asp_free_aligned(e->gemm);
+    asp_free_aligned(e->packed);
     free(e->w);
     free(e->tids);
     free(e->prof);
@@ -329,6 +341,8 @@ const double *aspen_engine_profile(const aspen_engine *e) { return e ? e->prof :
 void *aspen_engine_data(aspen_engine *e, aspen_tensor t)
 {
     if (!e || t < 0 || t >= e->p->nt || e->p->place[t].storage == ASP_STORE_ARENA) return NULL;
+    /* a writable pointer into the store: its values may change */
+    if (e->p->place[t].storage == ASP_STORE_PERSISTENT) aspen_store_touch(e->store);
     return e->data[t];
 }
 
@@ -339,8 +353,18 @@ aspen_status aspen_engine_run(aspen_engine *e, const aspen_step *s)
     if (!e || !s) return asp_err(ASPEN_EINVAL, "engine run: no engine or step");
     e->step = s;
     atomic_store_explicit(&e->nonfinite, 0, memory_order_relaxed);
+    /* packed weights: current unless the store or the ISA changed since */
+    const uint64_t version = asp_store_version(e->store);
+    const asp_isa isa = asp_isa_active();
+    e->packed_fresh = e->packed_valid && e->packed_version == version && e->packed_isa == isa;
     if (e->threads > 1) start_workers(e);
     run_program(e, &e->w[0]);
+    if (e->p->packed_bytes) {
+        e->packed_valid = 1;
+        e->packed_version = version;
+        e->packed_isa = isa;
+    }
+    if (e->p->mutates) aspen_store_touch(e->store);
     return ASPEN_OK;
 }
 

@@ -207,7 +207,7 @@ int cmd_plan(int argc, char **argv)
     }
     aspen_node_info peak_node;
     aspen_program_node_info(p, peak_step, &peak_node);
-    size_t always = ps.persistent_bytes + ps.io_bytes + ps.scratch_bytes;
+    size_t always = ps.persistent_bytes + ps.io_bytes + ps.scratch_bytes + ps.packed_bytes;
     static const char *rnames[] = {"none", "norm", "auto", "all"};
     char b1[32], b2[32];
     printf("plan for %s, batch %d%s%s, %s, recompute %s\n", aspen_model_name(m), batch,
@@ -222,6 +222,9 @@ int cmd_plan(int argc, char **argv)
     printf("  persistent (parameters, optimizer state)       %12s\n", mib(ps.persistent_bytes, b1, sizeof(b1)));
     printf("  I/O (inputs, outputs)                          %12s\n", mib(ps.io_bytes, b1, sizeof(b1)));
     printf("  scratch (im2col, GEMM packing, all threads)    %12s\n", mib(ps.scratch_bytes, b1, sizeof(b1)));
+    if (ps.packed_bytes)
+        printf("  packed weights (inference: kept for the GEMM)  %12s\n",
+               mib(ps.packed_bytes, b1, sizeof(b1)));
     printf("  predicted peak                                 %12s   (always live %s, not always live %s)\n",
            mib(ps.peak_bytes, b1, sizeof(b1)), mib(always, b2, sizeof(b2)),
            mib(ps.arena_bytes, b1 + 16, 16));
@@ -261,6 +264,7 @@ int cmd_plan(int argc, char **argv)
         cJSON_AddNumberToObject(o, "persistent_bytes", (double)ps.persistent_bytes);
         cJSON_AddNumberToObject(o, "io_bytes", (double)ps.io_bytes);
         cJSON_AddNumberToObject(o, "scratch_bytes", (double)ps.scratch_bytes);
+        cJSON_AddNumberToObject(o, "packed_bytes", (double)ps.packed_bytes);
         cJSON_AddNumberToObject(o, "peak_bytes", (double)ps.peak_bytes);
         cJSON_AddNumberToObject(o, "live_peak_bytes", (double)peak_live);
         cJSON_AddNumberToObject(o, "recompute_flops", 2.0 * ps.recompute_macs);

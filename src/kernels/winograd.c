@@ -174,6 +174,17 @@ void asp_winograd_weights(const asp_wino_geom *g, const float *w, float *u)
     weights_block(g, w, 0, g->M, u, g->M);
 }
 
+void asp_winograd_weights_slice(const asp_wino_geom *g, const float *w, int64_t m0, int64_t m1,
+                                float *u, int64_t ldu)
+{
+    weights_block(g, w, m0, m1, u, ldu);
+}
+
+void asp_winograd_split(int64_t M, int nvertex, int vertex, int64_t *lo, int64_t *hi)
+{
+    split_m(M, nvertex, vertex, lo, hi);
+}
+
 /* ------------------------------------------- portable input/output transforms */
 
 /* One 1-D input transform B^T d over 16 lanes: o[k][l] from d[r*ds][l]. */
@@ -320,7 +331,7 @@ static void chunk_block(const wino_plan *pl, const float *a, int64_t lda, int64_
 }
 
 void asp_winograd_conv(const asp_wino_geom *g, const float *x, const float *w, const float *u,
-                       float *y, const float *scale_m, const float *bias_m, int act, float slope,
+                       int64_t ldu, float *y, const float *scale_m, const float *bias_m, int act, float slope,
                        int vertex, int nvertex, void *scratch, void *gemm_scratch)
 {
     const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
@@ -344,7 +355,7 @@ void asp_winograd_conv(const asp_wino_geom *g, const float *x, const float *w, c
         for (int64_t m0 = lo; m0 < hi; m0 += pl.mb) {
             const int64_t m1 = ASP_MIN(hi, m0 + pl.mb);
             if (u) {
-                chunk_block(&pl, u + m0, g->M, t0, nt, m0, m1, &ep, y, gemm_scratch);
+                chunk_block(&pl, u + (m0 - lo), ldu, t0, nt, m0, m1, &ep, y, gemm_scratch);
                 continue;
             }
             if (t0 == 0 || !one_block) weights_block(g, w, m0, m1, pl.ub, pl.mb);
@@ -381,4 +392,12 @@ int asp_winograd_wins(const asp_wino_geom *g)
     if (OH < 1 || OW < 1 || asp_isa_active() != ASP_ISA_AVX512) return 0;
     const int64_t tiles = g->N * tiles_h(g) * tiles_w(g);
     return g->C >= 8 && g->M >= 8 && tiles >= 32;
+}
+
+int asp_winograd_wins_transformed(const asp_wino_geom *g)
+{
+    const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
+    if (OH < 1 || OW < 1 || asp_isa_active() != ASP_ISA_AVX512) return 0;
+    const int64_t tiles = g->N * tiles_h(g) * tiles_w(g);
+    return g->C >= 8 && g->M >= 8 && tiles >= 16;
 }

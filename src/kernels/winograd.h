@@ -46,13 +46,24 @@ size_t asp_winograd_weights_bytes(const asp_wino_geom *g);
  * are constant (inference) and passed to asp_winograd_conv. Pure function. */
 void asp_winograd_weights(const asp_wino_geom *g, const float *w /* (M, C, 3, 3) */,
                           float *u /* (36, C, M) */);
+/* The same for output channels [m0, m1) only: u (36, C, ldu), channel m in
+ * column m - m0 (a vertex's slice, asp_winograd_split). */
+void asp_winograd_weights_slice(const asp_wino_geom *g, const float *w, int64_t m0, int64_t m1,
+                                float *u, int64_t ldu);
+/* The output channels [lo, hi) vertex `vertex` of `nvertex` computes. */
+void asp_winograd_split(int64_t M, int nvertex, int vertex, int64_t *lo, int64_t *hi);
+/* Whether Winograd with transformed weights kept across runs wins: as
+ * asp_winograd_wins, from 16 tiles (see the table in winograd.c). */
+int asp_winograd_wins_transformed(const asp_wino_geom *g);
 
 /* y = conv(x, w), then per output channel m: v *= scale_m[m] (if non-NULL),
  * v += bias_m[m] (if non-NULL), then the activation act (an asp_act of
  * gemm.h: none, ReLU max(v, 0), or leaky v > 0 ? v : slope * v).
- * Weights: u, the output of asp_winograd_weights, if non-NULL (w is then not
- * read and may be NULL); otherwise w, transformed block by block into the
- * scratch (same results either way).
+ * Weights: u if non-NULL (w is then not read and may be NULL): transformed
+ * weights of the vertex's channels [lo, hi) (asp_winograd_split), channel m
+ * at column m - lo of a (36, C, ldu) array (asp_winograd_weights' u + lo with
+ * ldu = M, or a slice of asp_winograd_weights_slice); otherwise w,
+ * transformed block by block into the scratch (same results either way).
  * Vertex `vertex` of `nvertex` writes output channels [m0, m1) of every image,
  * the split in multiples of 16 channels; vertices share nothing but their
  * inputs, so they may run concurrently with no synchronisation.
@@ -62,7 +73,8 @@ void asp_winograd_weights(const asp_wino_geom *g, const float *w /* (M, C, 3, 3)
  * fail; geometries with OH or OW < 1 write nothing. */
 void asp_winograd_conv(const asp_wino_geom *g, const float *x /* (N, C, H, W) */,
                        const float *w /* (M, C, 3, 3) or NULL */,
-                       const float *u /* (36, C, M) or NULL */, float *y /* (N, M, OH, OW) */,
+                       const float *u /* see above, or NULL */, int64_t ldu,
+                       float *y /* (N, M, OH, OW) */,
                        const float *scale_m /* (M) or NULL */, const float *bias_m /* (M) or NULL */,
                        int act, float slope, int vertex, int nvertex, void *scratch,
                        void *gemm_scratch);

@@ -201,6 +201,21 @@ static int use_winograd(const conv_geom *c, asp_wino_geom *wg)
     return wino_shape(c, wg) && asp_winograd_wins(wg);
 }
 
+/* Whether it runs Winograd on weights transformed once and kept across runs
+ * (an inference engine's packed region): that wins from fewer tiles. */
+static int wino_kept(const conv_geom *c, asp_wino_geom *wg)
+{
+    return wino_shape(c, wg) && asp_winograd_wins_transformed(wg);
+}
+
+/* Bytes of vertex `vertex`'s kept transformed weights: (36, C, its channels). */
+static size_t wino_kept_bytes(const conv_geom *c, int vertex, int nvertex, int64_t *lo,
+                              int64_t *hi)
+{
+    asp_winograd_split(c->M, nvertex, vertex, lo, hi);
+    return (size_t)(36 * c->C * (*hi - *lo)) * sizeof(float);
+}
+
 /* Vertices splitting n units among threads, at most one per unit. */
 static int unit_vertices(int64_t units, int threads)
 {
@@ -344,6 +359,7 @@ size_t asp_conv2d_packed_bytes(const asp_tensor *t, const asp_node *n, int verte
     conv_geom c = geom(&t[n->in[0]], &t[n->in[1]], &n->a.conv);
     asp_wino_geom wg;
     int64_t r0, r1;
+    if (wino_kept(&c, &wg)) return wino_kept_bytes(&c, vertex, nvertex, &r0, &r1);
     if (c.G != 1 || use_winograd(&c, &wg) || !persist_rows(&c, vertex, nvertex, &r0, &r1))
         return 0;
     return packed_w_bytes(&c, r1 - r0, c.Cg * c.KK);
@@ -395,8 +411,18 @@ void asp_conv2d_forward(const asp_kctx *k)
     const int64_t T = tile_p(&c);
     const conv_epilogue e = make_epilogue(k, &c);
     asp_wino_geom wg;
+    int64_t lo, hi;
+    if (k->packed && wino_kept(&c, &wg) &&
+        k->packed_size >= wino_kept_bytes(&c, k->vertex, k->nvertex, &lo, &hi) && hi > lo) {
+        if (!k->packed_fresh)
+            asp_winograd_weights_slice(&wg, ASP_IN(k, 1), lo, hi, k->packed, hi - lo);
+        asp_winograd_conv(&wg, ASP_IN(k, 0), NULL, k->packed, hi - lo, ASP_OUT(k, 0), e.scale,
+                          e.bias, e.act, e.slope, k->vertex, k->nvertex,
+                          (char *)k->scratch + epilogue_bytes(k->node, &c), k->gemm_scratch);
+        return;
+    }
     if (use_winograd(&c, &wg)) {
-        asp_winograd_conv(&wg, ASP_IN(k, 0), ASP_IN(k, 1), NULL, ASP_OUT(k, 0), e.scale, e.bias,
+        asp_winograd_conv(&wg, ASP_IN(k, 0), ASP_IN(k, 1), NULL, 0, ASP_OUT(k, 0), e.scale, e.bias,
                           e.act, e.slope, k->vertex, k->nvertex,
                           (char *)k->scratch + epilogue_bytes(k->node, &c), k->gemm_scratch);
         return;
@@ -405,7 +431,8 @@ void asp_conv2d_forward(const asp_kctx *k)
     const float *ap = NULL;
     int tr = 0;
     int64_t q0, q1;
-    if (k->packed && c.G == 1 && persist_rows(&c, k->vertex, k->nvertex, &q0, &q1)) {
+    if (k->packed && c.G == 1 && persist_rows(&c, k->vertex, k->nvertex, &q0, &q1) &&
+        k->packed_size >= packed_w_bytes(&c, q1 - q0, c.Cg * c.KK)) {
         const float *w = ASP_IN(k, 1);
         tr = packed_transposed(&c, q1 - q0);
         if (!k->packed_fresh)
@@ -418,7 +445,6 @@ void asp_conv2d_forward(const asp_kctx *k)
             forward_block(k, &c, &e, &key, ap, tr, it.n, it.g, 0, c.Mg, it.p0, it.p1);
         return;
     }
-    int64_t lo, hi;
     asp_split(c.M, k->nvertex, k->vertex, CONV_COL_ALIGN, &lo, &hi);
     for (int64_t gi = 0; gi < c.G; gi++) {
         const int64_t r0 = ASP_MAX(lo, gi * c.Mg) - gi * c.Mg;

@@ -153,6 +153,7 @@ typedef struct {
      * them (else the kernel packs them there first; the store changed, or the
      * first run). */
     void *packed;
+    size_t packed_size; /* bytes at packed */
     int packed_fresh;
 } asp_kctx;
 

@@ -139,6 +139,7 @@ static void run_program(aspen_engine *e, worker *w)
             k.packed = p->packed_stride[i]
                            ? e->packed + p->packed_off[i] + (size_t)v * p->packed_stride[i]
                            : NULL;
+            k.packed_size = p->packed_stride[i];
             fwd(&k);
         }
         if (e->threads > 1) barrier(e, w);

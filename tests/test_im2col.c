@@ -14,14 +14,18 @@
 
 typedef struct {
     int C, H, W, KH, KW, SH, PH, PW, DH, DW;
+    int SW; /* 0: 1 */
 } fold_case;
 
 static const fold_case fold_cases[] = {
-    {1, 28, 28, 5, 5, 1, 0, 0, 1, 1}, {32, 12, 12, 5, 5, 1, 0, 0, 1, 1},
-    {3, 9, 7, 3, 3, 1, 1, 1, 1, 1},   {2, 8, 9, 3, 3, 2, 1, 1, 1, 1},
-    {2, 9, 8, 3, 2, 1, 1, 1, 2, 2},   {1, 5, 5, 3, 3, 1, 3, 4, 1, 1},
-    {2, 6, 140, 3, 3, 1, 1, 1, 1, 1}, {1, 20, 22, 3, 17, 1, 1, 2, 1, 1},
-    {4, 7, 7, 7, 7, 1, 3, 3, 1, 1},   {3, 17, 33, 1, 1, 1, 0, 0, 1, 1},
+    {1, 28, 28, 5, 5, 1, 0, 0, 1, 1, 0}, {32, 12, 12, 5, 5, 1, 0, 0, 1, 1, 0},
+    {3, 9, 7, 3, 3, 1, 1, 1, 1, 1, 0},   {2, 8, 9, 3, 3, 2, 1, 1, 1, 1, 0},
+    {2, 9, 8, 3, 2, 1, 1, 1, 2, 2, 0},   {1, 5, 5, 3, 3, 1, 3, 4, 1, 1, 0},
+    {2, 6, 140, 3, 3, 1, 1, 1, 1, 1, 0}, {1, 20, 22, 3, 17, 1, 1, 2, 1, 1, 0},
+    {4, 7, 7, 7, 7, 1, 3, 3, 1, 1, 0},   {3, 17, 33, 1, 1, 1, 0, 0, 1, 1, 0},
+    /* stride 2 along w: ResNet's stem (7x7, pad 3), its 3x3 and 1x1 transitions */
+    {3, 23, 45, 7, 7, 2, 3, 3, 1, 1, 2}, {5, 14, 14, 3, 3, 2, 1, 1, 1, 1, 2},
+    {4, 13, 15, 1, 1, 2, 0, 0, 1, 1, 2}, {2, 9, 70, 3, 3, 1, 1, 2, 2, 2, 2},
 };
 
 static int64_t osize(int64_t in, int k, int s, int p, int d)
@@ -31,10 +35,11 @@ static int64_t osize(int64_t in, int k, int s, int p, int d)
 
 static int run_case(const fold_case *f, int64_t p0, int64_t p1, unsigned seed)
 {
+    const int SW = f->SW ? f->SW : 1;
     const int64_t OH = osize(f->H, f->KH, f->SH, f->PH, f->DH),
-                  OW = osize(f->W, f->KW, 1, f->PW, f->DW);
+                  OW = osize(f->W, f->KW, SW, f->PW, f->DW);
     const asp_im2col_geom g = {f->H,  f->W, OH,    OW,    f->KH, f->KW,
-                               f->SH, 1,    f->PH, f->PW, f->DH, f->DW};
+                               f->SH, SW,   f->PH, f->PW, f->DH, f->DW};
     const int64_t nx = (int64_t)f->C * f->H * f->W,
                   ncol = (int64_t)f->C * f->KH * f->KW * (p1 - p0);
     float *x = malloc(nx * sizeof(float)), *col[2], *fx[2];
@@ -69,7 +74,7 @@ TEST(im2col_avx512_matches_portable)
     for (size_t i = 0; i < sizeof(fold_cases) / sizeof(fold_cases[0]); i++) {
         const fold_case *f = &fold_cases[i];
         const int64_t OH = osize(f->H, f->KH, f->SH, f->PH, f->DH),
-                      OW = osize(f->W, f->KW, 1, f->PW, f->DW);
+                      OW = osize(f->W, f->KW, f->SW ? f->SW : 1, f->PW, f->DW);
         const int64_t P = OH * OW;
         const int64_t ranges[][2] = {
             {0, P}, {1, P - 1}, {OW / 2, OW / 2 + 1}, {OW, 2 * OW + 3}, {P / 3, P}};

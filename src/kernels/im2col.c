@@ -78,6 +78,10 @@ SHORT_RUNS void asp_im2col_range(const asp_im2col_geom *g, const float *x /* (C,
         asp_im2col_range_avx512(g, x, C, p0, p1, col);
         return;
     }
+    if (g->SW == 2 && asp_isa_active() == ASP_ISA_AVX512) {
+        asp_im2col_range_s2_avx512(g, x, C, p0, p1, col);
+        return;
+    }
     const int64_t oh0 = p0 / OW, oh1 = (p1 - 1) / OW;
     for (int64_t c = 0; c < C; c++) {
         const float *xc = x + c * H * W;

@@ -38,6 +38,9 @@ void asp_im2col_range_avx512(const asp_im2col_geom *g, const float *x, int64_t C
                              int64_t p1, float *col);
 void asp_col2im_range_avx512(const asp_im2col_geom *g, const float *col, int64_t C, int64_t p0,
                              int64_t p1, float *x);
+/* im2col for stride 2 along w (AVX-512). */
+void asp_im2col_range_s2_avx512(const asp_im2col_geom *g, const float *x, int64_t C, int64_t p0,
+                                int64_t p1, float *col);
 
 /* The whole image: p0 = 0, p1 = OH*OW. */
 void asp_im2col(const float *x, int64_t C, int64_t H, int64_t W, int KH, int KW, int SH, int SW,

@@ -16,6 +16,8 @@
 
 #include "kernels/im2col.h"
 
+#define ASP_MIN64(a, b) ((a) < (b) ? (a) : (b))
+
 /* Lanes [lo, hi) of a 16-lane vector, clipped to [0, 16). */
 static inline __mmask16 lanes(int64_t lo, int64_t hi)
 {
@@ -145,6 +147,48 @@ void asp_im2col_range_avx512(const asp_im2col_geom *g, const float *x, int64_t C
                     /* lane i of the run is ow = a + i, input column ow - PW + off */
                     const float *src = xc + ih * W + a - g->PW + off;
                     copy_run(dst, src, b - a, lo - a, hi - a);
+                }
+                col += p1 - p0;
+            }
+        }
+    }
+}
+
+/* Stride 2 along w (ResNet's stem and its stage transitions): 16 outputs
+ * are the even elements of 32 consecutive inputs, two zero-masking loads
+ * (lanes outside the image or past the run read as 0) and one two-source
+ * permute. s: the input column of output 0 of the run (may be negative). */
+static inline void copy_run_s2(float *dst, const float *row, int64_t n, int64_t s, int64_t W)
+{
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4,
+                                          2, 0);
+    for (int64_t i = 0; i < n; i += 16) {
+        const int64_t si = s + 2 * i, cnt = n - i < 16 ? n - i : 16;
+        const int64_t lo = -si, hi = ASP_MIN64(W - si, 2 * cnt);
+        const __m512 v0 = _mm512_maskz_loadu_ps(lanes(lo, hi), row + si);
+        const __m512 v1 = _mm512_maskz_loadu_ps(lanes(lo - 16, hi - 16), row + si + 16);
+        _mm512_mask_storeu_ps(dst + i, lanes(0, cnt), _mm512_permutex2var_ps(v0, even, v1));
+    }
+}
+
+void asp_im2col_range_s2_avx512(const asp_im2col_geom *g, const float *x, int64_t C, int64_t p0,
+                                int64_t p1, float *col)
+{
+    const int64_t OW = g->OW, W = g->W, H = g->H;
+    const int64_t oh0 = p0 / OW, oh1 = (p1 - 1) / OW;
+    for (int64_t c = 0; c < C; c++) {
+        const float *xc = x + c * H * W;
+        for (int kh = 0; kh < g->KH; kh++) {
+            for (int kw = 0; kw < g->KW; kw++) {
+                const int64_t off = (int64_t)kw * g->DW - g->PW;
+                float *row = col - p0;
+                for (int64_t oh = oh0; oh <= oh1; oh++) {
+                    const int64_t a = oh == oh0 ? p0 - oh * OW : 0;
+                    const int64_t b = oh == oh1 ? p1 - oh * OW : OW;
+                    const int64_t ih = oh * g->SH - g->PH + (int64_t)kh * g->DH;
+                    float *dst = row + oh * OW + a;
+                    if (ih < 0 || ih >= H) copy_run(dst, xc, b - a, 0, 0);
+                    else copy_run_s2(dst, xc + ih * W, b - a, 2 * a + off, W);
                 }
                 col += p1 - p0;
             }

@@ -100,7 +100,7 @@ static void reference(wino_data *d, int epi)
 static int data_init(wino_data *d, int N, int C, int H, int W, int M, int P, int epi)
 {
     memset(d, 0, sizeof(*d));
-    asp_wino_geom g = {N, C, H, W, M, P, P};
+    asp_wino_geom g = {N, C, H, W, M, P, P, 0};
     d->g = g;
     d->OH = H + 2 * P - 2;
     d->OW = W + 2 * P - 2;
@@ -260,20 +260,49 @@ TEST(winograd_resnet_c256_14x14) { check_resnet(256, 14, 256); }
 /* Scratch does not grow with the image or the batch, nor with vertices. */
 TEST(winograd_scratch_bounded)
 {
-    asp_wino_geom a = {1, 256, 14, 14, 256, 1, 1}, b = {64, 256, 224, 224, 256, 1, 1};
+    asp_wino_geom a = {1, 256, 14, 14, 256, 1, 1, 0}, b = {64, 256, 224, 224, 256, 1, 1, 0};
     CHECK(asp_winograd_scratch_bytes(&a, 1) == asp_winograd_scratch_bytes(&b, 1));
-    asp_wino_geom big = {1, 512, 7, 7, 512, 1, 1}; /* ResNet-50's widest 3x3 */
+    asp_wino_geom big = {1, 512, 7, 7, 512, 1, 1, 0}; /* ResNet-50's widest 3x3 */
     CHECK(asp_winograd_scratch_bytes(&big, 1) <= (size_t)4 << 20);
     CHECK(asp_winograd_scratch_bytes(&big, 3) <= asp_winograd_scratch_bytes(&big, 1));
 }
 
 TEST(winograd_wins_rule)
 {
-    asp_wino_geom empty = {1, 64, 1, 1, 64, 0, 0}, tiny = {1, 3, 8, 8, 4, 1, 1};
-    asp_wino_geom res = {1, 64, 56, 56, 64, 1, 1};
-    asp_wino_geom few = {1, 512, 7, 7, 512, 1, 1}; /* 4 tiles */
+    asp_wino_geom empty = {1, 64, 1, 1, 64, 0, 0, 0}, tiny = {1, 3, 8, 8, 4, 1, 1, 0};
+    asp_wino_geom res = {1, 64, 56, 56, 64, 1, 1, 0};
+    asp_wino_geom few = {1, 512, 7, 7, 512, 1, 1, 0}; /* 4 tiles */
     CHECK(!asp_winograd_wins(&empty));
     CHECK(!asp_winograd_wins(&tiny));
     CHECK(!asp_winograd_wins(&few));
     CHECK(asp_winograd_wins(&res) == (asp_isa_active() == ASP_ISA_AVX512));
+}
+
+/* wt = 1 (a backward data pass): the forward conv's (C, M, 3, 3) weights read
+ * flipped and transposed give the same bits as those weights rearranged
+ * by hand and used as ordinary (M, C, 3, 3) weights. */
+TEST(winograd_transposed_weights)
+{
+    enum { N = 2, CI = 24, H = 13, W = 11, MO = 20, NX = N * CI * H * W, NY = N * MO * H * W };
+    const asp_wino_geom plain = {N, CI, H, W, MO, 1, 1, 0}, tw = {N, CI, H, W, MO, 1, 1, 1};
+    float *x = malloc(sizeof(float) * NX), *wf = malloc(sizeof(float) * MO * CI * 9);
+    float *wr = malloc(sizeof(float) * MO * CI * 9), *y0 = malloc(sizeof(float) * NY);
+    float *y1 = malloc(sizeof(float) * NY);
+    void *s = aligned_alloc(64, (asp_winograd_scratch_bytes(&plain, 1) + 63) / 64 * 64);
+    void *gs = aligned_alloc(64, (asp_gemm_scratch_bytes() + 63) / 64 * 64);
+    CHECK(x && wf && wr && y0 && y1 && s && gs);
+    srand(11);
+    for (int i = 0; i < NX; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
+    /* wf: a forward conv from MO to CI channels, (CI, MO, 3, 3) */
+    for (int i = 0; i < MO * CI * 9; i++) wf[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int o = 0; o < MO; o++)
+        for (int c = 0; c < CI; c++)
+            for (int e = 0; e < 9; e++) wr[(o * CI + c) * 9 + e] = wf[(c * MO + o) * 9 + 8 - e];
+    for (int v = 0; v < 2; v++) {
+        asp_winograd_conv(&plain, x, wr, NULL, 0, y0, NULL, NULL, 0, 0.0f, v, 2, s, gs);
+        asp_winograd_conv(&tw, x, wf, NULL, 0, y1, NULL, NULL, 0, 0.0f, v, 2, s, gs);
+    }
+    const int same = !memcmp(y0, y1, sizeof(float) * NY);
+    free(x), free(wf), free(wr), free(y0), free(y1), free(s), free(gs);
+    CHECK(same);
 }

@@ -141,7 +141,9 @@ static void weights_block(const asp_wino_geom *g, const float *w, int64_t m0, in
             float k[9][16], t[6][3][16], o[6][6][16];
             memset(k, 0, sizeof(k));
             for (int l = 0; l < nl; l++)
-                for (int e = 0; e < 9; e++) k[e][l] = w[((mb + l) * C + c) * 9 + e];
+                for (int e = 0; e < 9; e++)
+                    k[e][l] = g->wt ? w[(c * g->M + mb + l) * 9 + 8 - e]
+                                    : w[((mb + l) * C + c) * 9 + e];
             for (int j = 0; j < 3; j++) /* t = G g: along the kernel's rows */
                 for (int l = 0; l < 16; l++) {
                     const float g0 = k[j][l], g1 = k[3 + j][l], g2 = k[6 + j][l];

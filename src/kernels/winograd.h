@@ -27,6 +27,10 @@ typedef struct {
     int64_t N, C, H, W; /* input (N, C, H, W) */
     int64_t M;          /* output channels */
     int64_t pad_h, pad_w;
+    /* 1: w is the (C, M, 3, 3) weight of a forward convolution from M to C
+     * channels, used flipped and transposed: this is its backward data pass
+     * (dx = conv(dy, rot180(w)^T), padding 2 - the forward's) */
+    int wt;
 } asp_wino_geom;
 
 /* Whether Winograd (raw weights) beats im2col + GEMM for this geometry on

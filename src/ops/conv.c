@@ -191,7 +191,7 @@ static int wino_shape(const conv_geom *c, asp_wino_geom *wg)
     if (c->KH != 3 || c->KW != 3 || a->stride_h != 1 || a->stride_w != 1 || a->dilation_h != 1 ||
         a->dilation_w != 1 || c->G != 1)
         return 0;
-    *wg = (asp_wino_geom){c->N, c->C, c->H, c->W, c->M, a->pad_h, a->pad_w};
+    *wg = (asp_wino_geom){c->N, c->C, c->H, c->W, c->M, a->pad_h, a->pad_w, 0};
     return 1;
 }
 
@@ -501,10 +501,27 @@ aspen_status asp_conv2d_bwd_data_infer(const aspen_graph *g, const asp_node *n, 
  * than input channels (a vertex then packs only its columns of W). */
 static int split_columns_bwd(const conv_geom *c) { return is_pointwise(c) && c->P >= c->Cg; }
 
+/* The backward data of a 3x3, stride 1 convolution with padding <= 2 is the
+ * forward convolution of dy by the flipped, transposed weights with padding
+ * 2 - pad: Winograd too where it wins (the M and C of the geometry swap). */
+static int wino_bwd_shape(const conv_geom *c, asp_wino_geom *wg)
+{
+    if (!wino_shape(c, wg) || c->a.pad_h > 2 || c->a.pad_w > 2) return 0;
+    *wg = (asp_wino_geom){c->N, c->M, c->OH, c->OW, c->C, 2 - c->a.pad_h, 2 - c->a.pad_w, 1};
+    return 1;
+}
+
+static int use_winograd_bwd(const conv_geom *c, asp_wino_geom *wg)
+{
+    return wino_bwd_shape(c, wg) && asp_winograd_wins(wg);
+}
+
 int asp_conv2d_bwd_data_vertices(const asp_tensor *t, const asp_node *n, int threads)
 {
     asp_tensor x = x_desc(n);
     conv_geom c = geom(&x, &t[n->in[1]], &n->a.sh.conv);
+    asp_wino_geom wg;
+    if (use_winograd_bwd(&c, &wg)) return unit_vertices((c.C + 15) / 16, threads);
     return split_columns_bwd(&c) ? column_vertices(&c, threads) : unit_vertices(c.N * c.C, threads);
 }
 
@@ -521,7 +538,9 @@ size_t asp_conv2d_bwd_data_scratch(const asp_tensor *t, const asp_node *n)
 {
     asp_tensor x = x_desc(n);
     conv_geom c = geom(&x, &t[n->in[1]], &n->a.sh.conv);
-    return bwd_packed_bytes(&c) + tile_bytes(&c);
+    asp_wino_geom wg;
+    const size_t bytes = bwd_packed_bytes(&c) + tile_bytes(&c);
+    return wino_bwd_shape(&c, &wg) ? ASP_MAX(bytes, asp_winograd_scratch_bytes(&wg, 1)) : bytes;
 }
 
 /* C = W^T rows * B through the packed panels (packed_rows) when the scratch
@@ -550,6 +569,12 @@ void asp_conv2d_bwd_data_forward(const asp_kctx *k)
     float *col = (float *)((char *)k->scratch + bwd_packed_bytes(&c)); /* (rows, <= T) */
     const int64_t T = tile_p(&c), Kd = c.Cg * c.KK, HW = c.H * c.W;
     packed_key key = {-1, 0, 0};
+    asp_wino_geom wg;
+    if (use_winograd_bwd(&c, &wg)) {
+        asp_winograd_conv(&wg, dy, w, NULL, 0, dx, NULL, NULL, ASP_ACT_NONE, 0.0f, k->vertex,
+                          k->nvertex, k->scratch, k->gemm_scratch);
+        return;
+    }
     if (split_columns_bwd(&c)) {
         for (col_iter it = col_iter_start(&c, k); col_iter_next(&it, &c, T);) {
             const packed_key want = {it.g, 0, c.Cg};

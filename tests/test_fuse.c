@@ -176,3 +176,47 @@ TEST(fuse_packed_weights_follow_the_store)
     aspen_graph_free(g);
     CHECK(ok);
 }
+
+/* add -> relu folds into the add (a residual block's end): one node, the
+ * relu op's values (NaN and -0 included), same bits for 1 and 2 threads. */
+TEST(fuse_add_relu)
+{
+    enum { NE = 3 * 5 * 7 * 9 };
+    static float a[NE], b[NE], out[2][NE];
+    for (int i = 0; i < NE; i++) {
+        a[i] = (float)((i * 7919) % 101) * 0.01f - 0.5f;
+        b[i] = (float)((i * 104729) % 97) * 0.01f - 0.45f;
+    }
+    a[5] = NAN, a[6] = -0.0f, b[6] = 0.0f, a[7] = -0.0f, b[7] = -0.0f;
+    for (int th = 1; th <= 2; th++) {
+        aspen_graph *g = aspen_graph_new();
+        const int64_t sh[4] = {3, 5, 7, 9};
+        aspen_tensor xa = aspen_input(g, "a", ASPEN_F32, 4, sh);
+        aspen_tensor xb = aspen_input(g, "b", ASPEN_F32, 4, sh);
+        aspen_tensor y = aspen_relu(g, aspen_add(g, xa, xb));
+        aspen_graph_output(g, y);
+        aspen_compile_opts o = {th, 0, ASPEN_RECOMPUTE_NONE, 0, 0};
+        aspen_program *p = NULL;
+        aspen_store *s = aspen_store_new(1);
+        aspen_engine *e = NULL;
+        int ok = aspen_compile(g, &o, &p) == ASPEN_OK && aspen_engine_new(p, s, th, &e) == ASPEN_OK;
+        ok = ok && aspen_program_node_count(p) == 1;
+        if (ok) {
+            memcpy(aspen_engine_data(e, xa), a, sizeof(a));
+            memcpy(aspen_engine_data(e, xb), b, sizeof(b));
+            const aspen_step step = {0.0f, 1};
+            ok = aspen_engine_run(e, &step) == ASPEN_OK;
+            if (ok) memcpy(out[th - 1], aspen_engine_data(e, y), sizeof(a));
+        }
+        aspen_engine_free(e);
+        aspen_store_free(s);
+        aspen_program_free(p);
+        aspen_graph_free(g);
+        CHECK(ok);
+    }
+    CHECK(!memcmp(out[0], out[1], sizeof(out[0])));
+    for (int i = 0; i < NE; i++) {
+        const float v = a[i] + b[i], want = v > 0.0f ? v : 0.0f;
+        CHECK(!memcmp(&out[0][i], &want, sizeof(float)));
+    }
+}

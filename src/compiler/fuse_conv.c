@@ -16,6 +16,9 @@
  * get no storage from the planner. The statistics are read at run time, so a
  * loaded checkpoint or a training engine sharing the store is seen at once.
  *
+ * Also add -> relu (a residual block's end, training too): the add applies
+ * the ReLU as it writes (a.sh.axis = 1 on the add), one pass instead of two.
+ *
  * Only where nothing else can observe the difference: the conv output and
  * the batch norm output (when a ReLU is folded) have that single reader and
  * are not graph outputs, the batch norm's saved mean and 1/std are read by
@@ -85,6 +88,26 @@ void asp_pass_fuse_conv(aspen_program *p)
         dead[b] = 1;
         if (r >= 0) dead[r] = 1;
         removed += 1 + (r >= 0);
+    }
+    /* add -> relu: the ReLU applied by the add as it writes (a residual
+     * block's end; one pass over the activation instead of two). The add's
+     * output must have the ReLU as its only reader; same-shape adds only. */
+    for (int s = 0; s < p->nn; s++) {
+        asp_node *ad = &p->n[s];
+        if (dead[s] || ad->op != ASP_OP_ADD || ad->phase != ASP_PHASE_FORWARD || ad->a.sh.axis ||
+            asp_numel(&p->t[ad->in[0]]) != asp_numel(&p->t[ad->in[1]]))
+            continue;
+        const int r = sole_reader(p, readers, ad->out[0]);
+        if (r < 0 || dead[r] || p->n[r].op != ASP_OP_RELU || p->n[r].phase != ASP_PHASE_FORWARD)
+            continue;
+        const aspen_tensor y = p->n[r].out[0];
+        p->t[ad->out[0]].producer = -1;
+        readers[ad->out[0]] = 0;
+        ad->out[0] = y;
+        p->t[y].producer = s;
+        ad->a.sh.axis = 1;
+        dead[r] = 1;
+        removed++;
     }
     if (removed) {
         int k = 0;

@@ -46,7 +46,10 @@ void asp_add_forward(const asp_kctx *k)
     int64_t lo, hi;
     asp_split(asp_numel(at), k->nvertex, k->vertex, 16, &lo, &hi);
     if (asp_numel(bt) == asp_numel(at)) {
-        ASP_VEC16_2(lo, hi, pa, pb, y, a + b); /* vectorised; y may be a (in place) */
+        /* vectorised; y may be a (in place). a.sh.axis: a ReLU folded in
+         * (src/compiler/fuse_conv.c), the relu op's own expression */
+        if (k->node->a.sh.axis) ASP_VEC16_2(lo, hi, pa, pb, y, a + b > 0.0f ? a + b : 0.0f);
+        else ASP_VEC16_2(lo, hi, pa, pb, y, a + b);
         return;
     }
     int D = at->ndim;

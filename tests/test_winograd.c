@@ -306,3 +306,28 @@ TEST(winograd_transposed_weights)
     free(x), free(wf), free(wr), free(y0), free(y1), free(s), free(gs);
     CHECK(same);
 }
+
+/* The AVX-512 weight transform (gathers) gives the portable one's bits, for
+ * plain and transposed weights, whole and partial blocks of 16 channels. */
+TEST(winograd_weights_avx512_matches_portable)
+{
+    if (!asp_isa_supported(ASP_ISA_AVX512)) return;
+    enum { C = 19, M = 37 };
+    float *w = malloc(sizeof(float) * C * M * 9), *u[2];
+    u[0] = malloc(sizeof(float) * 36 * C * M), u[1] = malloc(sizeof(float) * 36 * C * M);
+    CHECK(w && u[0] && u[1]);
+    srand(5);
+    for (int i = 0; i < C * M * 9; i++) w[i] = (float)rand() / RAND_MAX - 0.5f;
+    int same = 1;
+    for (int wt = 0; wt < 2; wt++) {
+        const asp_wino_geom g = {1, C, 8, 8, M, 1, 1, wt};
+        for (int v = 0; v < 2; v++) {
+            asp_isa prev = asp_isa_set(v ? ASP_ISA_AVX512 : ASP_ISA_GENERIC);
+            asp_winograd_weights(&g, w, u[v]);
+            asp_isa_set(prev);
+        }
+        same &= !memcmp(u[0], u[1], sizeof(float) * 36 * C * M);
+    }
+    free(w), free(u[0]), free(u[1]);
+    CHECK(same);
+}

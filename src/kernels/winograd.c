@@ -134,6 +134,10 @@ size_t asp_winograd_weights_bytes(const asp_wino_geom *g)
 static void weights_block(const asp_wino_geom *g, const float *w, int64_t m0, int64_t m1,
                           float *u, int64_t ld)
 {
+    if (asp_isa_active() == ASP_ISA_AVX512) {
+        asp_wino_weights_avx512(g, w, m0, m1, u, ld);
+        return;
+    }
     const int64_t C = g->C;
     for (int64_t mb = m0; mb < m1; mb += 16) {
         const int nl = (int)ASP_MIN(16, m1 - mb);

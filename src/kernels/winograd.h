@@ -116,6 +116,8 @@ typedef void (*asp_wino_out_fn)(const asp_wino_geom *g, const asp_wino_group *gr
                                 const float *mo, int64_t ms, int64_t rs, int64_t m0, int64_t m1,
                                 const asp_wino_epilogue *ep, float *y);
 
+void asp_wino_weights_avx512(const asp_wino_geom *g, const float *w, int64_t m0, int64_t m1,
+                             float *u, int64_t ld);
 void asp_wino_input_avx512(const asp_wino_geom *g, const asp_wino_group *grp, const float *x,
                            int64_t c0, int64_t c1, float *v, int64_t vs, int64_t cs);
 void asp_wino_output_avx512(const asp_wino_geom *g, const asp_wino_group *grp, const float *mo,

@@ -172,3 +172,51 @@ void asp_wino_output_avx512(const asp_wino_geom *g, const asp_wino_group *grp, c
         }
     }
 }
+
+/* G g G^T for 16 output channels at a time (one per lane), the portable
+ * weights_block's arithmetic operation for operation (no FMA: the same bits);
+ * the 9 taps of the 16 channels come in by hardware gathers (strided by
+ * C * 9 floats, or 9 for the transposed weights of a backward data pass). */
+static inline __m512 wt_row(__m512 g0, __m512 g1, __m512 g2, int q)
+{
+    const __m512 q4 = _mm512_set1_ps(1.0f / 4), q6 = _mm512_set1_ps(-1.0f / 6);
+    const __m512 q24 = _mm512_set1_ps(1.0f / 24), q12 = _mm512_set1_ps(1.0f / 12);
+    const __m512 s6 = _mm512_set1_ps(1.0f / 6);
+    switch (q) {
+    case 0: return _mm512_mul_ps(g0, q4);
+    case 1: return _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(g0, g1), g2), q6);
+    case 2: return _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(g0, g1), g2), q6);
+    case 3:
+        return _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(g0, q24), _mm512_mul_ps(g1, q12)),
+                             _mm512_mul_ps(g2, s6));
+    case 4:
+        return _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(g0, q24), _mm512_mul_ps(g1, q12)),
+                             _mm512_mul_ps(g2, s6));
+    default: return g2;
+    }
+}
+
+void asp_wino_weights_avx512(const asp_wino_geom *g, const float *w, int64_t m0, int64_t m1,
+                             float *u, int64_t ld)
+{
+    const int64_t C = g->C;
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(g->wt ? 9 : (int)(C * 9)));
+    for (int64_t mb = m0; mb < m1; mb += 16) {
+        const int nl = m1 - mb < 16 ? (int)(m1 - mb) : 16;
+        const __mmask16 lm = nl == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nl) - 1u);
+        for (int64_t c = 0; c < C; c++) {
+            __m512 k[9], t[6][3];
+            for (int e = 0; e < 9; e++) {
+                const float *base = g->wt ? w + (c * g->M + mb) * 9 + 8 - e : w + (mb * C + c) * 9 + e;
+                k[e] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lm, idx, base, 4);
+            }
+            for (int j = 0; j < 3; j++)
+                for (int q = 0; q < 6; q++) t[q][j] = wt_row(k[j], k[3 + j], k[6 + j], q);
+            for (int i = 0; i < 6; i++)
+                for (int q = 0; q < 6; q++)
+                    _mm512_mask_storeu_ps(u + (i * 6 + q) * C * ld + c * ld + (mb - m0), lm,
+                                          wt_row(t[i][0], t[i][1], t[i][2], q));
+        }
+    }
+}

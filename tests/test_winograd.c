@@ -331,32 +331,3 @@ TEST(winograd_weights_avx512_matches_portable)
     free(w), free(u[0]), free(u[1]);
     CHECK(same);
 }
-
-/* The tiles split (inference vertices holding the whole transformed weights)
- * gives asp_winograd_conv's bits for 1, 2 and 3 vertices, epilogue included. */
-TEST(winograd_tiles_split_matches)
-{
-    enum { N = 2, CI = 20, H = 30, W = 29, MO = 24, NX = N * CI * H * W, NY = N * MO * H * W };
-    const asp_wino_geom g = {N, CI, H, W, MO, 1, 1, 0};
-    float *x = malloc(sizeof(float) * NX), *w = malloc(sizeof(float) * MO * CI * 9);
-    float *u = malloc(asp_winograd_weights_bytes(&g)), *sc = malloc(sizeof(float) * MO);
-    float *y0 = malloc(sizeof(float) * NY), *y1 = malloc(sizeof(float) * NY);
-    void *s = aligned_alloc(64, (asp_winograd_scratch_bytes(&g, 1) + 63) / 64 * 64);
-    void *gs = aligned_alloc(64, (asp_gemm_scratch_bytes() + 63) / 64 * 64);
-    CHECK(x && w && u && sc && y0 && y1 && s && gs);
-    srand(13);
-    for (int i = 0; i < NX; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
-    for (int i = 0; i < MO * CI * 9; i++) w[i] = (float)rand() / RAND_MAX - 0.5f;
-    for (int m = 0; m < MO; m++) sc[m] = 0.5f + 0.1f * (float)m;
-    asp_winograd_weights(&g, w, u);
-    asp_winograd_conv(&g, x, w, NULL, 0, y0, sc, sc, ASP_ACT_LEAKY, 0.1f, 0, 1, s, gs);
-    int same = 1;
-    for (int nv = 1; nv <= 3; nv++) {
-        for (int i = 0; i < NY; i++) y1[i] = NAN;
-        for (int v = 0; v < nv; v++)
-            asp_winograd_conv_tiles(&g, x, u, y1, sc, sc, ASP_ACT_LEAKY, 0.1f, v, nv, s, gs);
-        same &= !memcmp(y0, y1, sizeof(float) * NY);
-    }
-    free(x), free(w), free(u), free(sc), free(y0), free(y1), free(s), free(gs);
-    CHECK(same);
-}

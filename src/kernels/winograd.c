@@ -340,69 +340,38 @@ static void chunk_block(const wino_plan *pl, const float *a, int64_t lda, int64_
     }
 }
 
-/* Channels [lo, hi) of tiles [t_lo, t_hi), in chunks of the plan's tiles
- * and blocks of its channels (mb from nv, the vertices sharing M). */
-static void wino_run(const asp_wino_geom *g, const float *x, const float *w, const float *u,
-                     int64_t ldu, float *y, const asp_wino_epilogue *ep, int64_t lo, int64_t hi,
-                     int64_t t_lo, int64_t t_hi, int nv, void *scratch, void *gemm_scratch)
-{
-    const int fast = asp_isa_active() == ASP_ISA_AVX512;
-    wino_plan pl = {g, fast ? asp_wino_input_avx512 : wino_input_generic,
-                    fast ? asp_wino_output_avx512 : wino_output_generic,
-                    chunk_tiles(g), block_m(g, nv, u == NULL), NULL, NULL, NULL};
-    pl.v = (float *)scratch;
-    pl.mo = pl.v + WINO_P * g->C * pl.tc;
-    pl.ub = pl.mo + WINO_P * pl.mb * pl.tc;
-    const int one_block = hi - lo <= pl.mb;
-    for (int64_t t0 = t_lo; t0 < t_hi; t0 += pl.tc) {
-        const int64_t nt = ASP_MIN(pl.tc, t_hi - t0);
-        chunk_input(&pl, x, t0, nt);
-        for (int64_t m0 = lo; m0 < hi; m0 += pl.mb) {
-            const int64_t m1 = ASP_MIN(hi, m0 + pl.mb);
-            if (u) {
-                chunk_block(&pl, u + (m0 - lo), ldu, t0, nt, m0, m1, ep, y, gemm_scratch);
-                continue;
-            }
-            if (t0 == t_lo || !one_block) weights_block(g, w, m0, m1, pl.ub, pl.mb);
-            chunk_block(&pl, pl.ub, pl.mb, t0, nt, m0, m1, ep, y, gemm_scratch);
-        }
-    }
-}
-
 void asp_winograd_conv(const asp_wino_geom *g, const float *x, const float *w, const float *u,
-                       int64_t ldu, float *y, const float *scale_m, const float *bias_m, int act,
-                       float slope, int vertex, int nvertex, void *scratch, void *gemm_scratch)
+                       int64_t ldu, float *y, const float *scale_m, const float *bias_m, int act, float slope,
+                       int vertex, int nvertex, void *scratch, void *gemm_scratch)
 {
     const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
     if (OH < 1 || OW < 1 || g->N < 1 || g->M < 1) return;
     int64_t lo, hi;
     split_m(g->M, nvertex, vertex, &lo, &hi);
     if (lo >= hi) return;
+    const int fast = asp_isa_active() == ASP_ISA_AVX512;
+    wino_plan pl = {g, fast ? asp_wino_input_avx512 : wino_input_generic,
+                    fast ? asp_wino_output_avx512 : wino_output_generic,
+                    chunk_tiles(g), block_m(g, nvertex, u == NULL), NULL, NULL, NULL};
+    pl.v = (float *)scratch;
+    pl.mo = pl.v + WINO_P * g->C * pl.tc;
+    pl.ub = pl.mo + WINO_P * pl.mb * pl.tc;
     const asp_wino_epilogue ep = {scale_m, bias_m, act, slope};
-    wino_run(g, x, w, u, ldu, y, &ep, lo, hi, 0, g->N * tiles_h(g) * tiles_w(g), nvertex,
-             scratch, gemm_scratch);
-}
-
-void asp_winograd_conv_tiles(const asp_wino_geom *g, const float *x, const float *u, float *y,
-                             const float *scale_m, const float *bias_m, int act, float slope,
-                             int vertex, int nvertex, void *scratch, void *gemm_scratch)
-{
-    const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
-    if (OH < 1 || OW < 1 || g->N < 1 || g->M < 1) return;
-    int64_t t_lo, t_hi;
-    asp_winograd_split_tiles(g, nvertex, vertex, &t_lo, &t_hi);
-    if (t_lo >= t_hi) return;
-    const asp_wino_epilogue ep = {scale_m, bias_m, act, slope};
-    wino_run(g, x, NULL, u, g->M, y, &ep, 0, g->M, t_lo, t_hi, 1, scratch, gemm_scratch);
-}
-
-void asp_winograd_split_tiles(const asp_wino_geom *g, int nvertex, int vertex, int64_t *lo,
-                              int64_t *hi)
-{
-    const int64_t n = g->N * tiles_h(g) * tiles_w(g), units = (n + 15) / 16;
-    const int64_t u0 = units * vertex / nvertex, u1 = units * (vertex + 1) / nvertex;
-    *lo = ASP_MIN(u0 * 16, n);
-    *hi = ASP_MIN(u1 * 16, n);
+    const int64_t ntiles = g->N * tiles_h(g) * tiles_w(g);
+    const int one_block = hi - lo <= pl.mb;
+    for (int64_t t0 = 0; t0 < ntiles; t0 += pl.tc) {
+        const int64_t nt = ASP_MIN(pl.tc, ntiles - t0);
+        chunk_input(&pl, x, t0, nt);
+        for (int64_t m0 = lo; m0 < hi; m0 += pl.mb) {
+            const int64_t m1 = ASP_MIN(hi, m0 + pl.mb);
+            if (u) {
+                chunk_block(&pl, u + (m0 - lo), ldu, t0, nt, m0, m1, &ep, y, gemm_scratch);
+                continue;
+            }
+            if (t0 == 0 || !one_block) weights_block(g, w, m0, m1, pl.ub, pl.mb);
+            chunk_block(&pl, pl.ub, pl.mb, t0, nt, m0, m1, &ep, y, gemm_scratch);
+        }
+    }
 }
 
 /* ------------------------------------------------------------ the rule */

@@ -54,18 +54,6 @@ void asp_winograd_weights(const asp_wino_geom *g, const float *w /* (M, C, 3, 3)
  * column m - m0 (a vertex's slice, asp_winograd_split). */
 void asp_winograd_weights_slice(const asp_wino_geom *g, const float *w, int64_t m0, int64_t m1,
                                 float *u, int64_t ldu);
-/* The tiles-split variant (inference, where each vertex keeps the whole
- * transformed weights u (36, C, M)): vertex `vertex` of `nvertex` computes
- * all channels of the tiles [lo, hi) of asp_winograd_split_tiles (tiles
- * numbered over images, tile rows, tile columns; in units of 16), so no
- * vertex transforms another's input tiles. Same bits as asp_winograd_conv.
- * Scratch: asp_winograd_scratch_bytes(g, 1). */
-void asp_winograd_conv_tiles(const asp_wino_geom *g, const float *x, const float *u, float *y,
-                             const float *scale_m, const float *bias_m, int act, float slope,
-                             int vertex, int nvertex, void *scratch, void *gemm_scratch);
-void asp_winograd_split_tiles(const asp_wino_geom *g, int nvertex, int vertex, int64_t *lo,
-                              int64_t *hi);
-
 /* The output channels [lo, hi) vertex `vertex` of `nvertex` computes. */
 void asp_winograd_split(int64_t M, int nvertex, int vertex, int64_t *lo, int64_t *hi);
 /* Whether Winograd with transformed weights kept across runs wins: as

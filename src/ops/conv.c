@@ -208,24 +208,11 @@ static int wino_kept(const conv_geom *c, asp_wino_geom *wg)
     return wino_shape(c, wg) && asp_winograd_wins_transformed(wg);
 }
 
-/* Kept transformed weights of at most this many bytes are held whole by
- * every vertex, and the vertices split the tiles instead of the channels:
- * none then transforms input tiles another one also transforms (ResNet's
- * 56x56 and 28x28 stages scaled 1.5x on two threads with a channel split). */
-#define WINO_TILES_MAX_BYTES (4u << 20)
-
-static int wino_by_tiles(const conv_geom *c)
-{
-    return (size_t)(36 * c->C * c->M) * sizeof(float) <= WINO_TILES_MAX_BYTES;
-}
-
-/* Bytes of vertex `vertex`'s kept transformed weights: (36, C, its channels
- * [*lo, *hi)), all of them when the vertices split tiles. */
+/* Bytes of vertex `vertex`'s kept transformed weights: (36, C, its channels). */
 static size_t wino_kept_bytes(const conv_geom *c, int vertex, int nvertex, int64_t *lo,
                               int64_t *hi)
 {
-    if (wino_by_tiles(c)) *lo = 0, *hi = c->M;
-    else asp_winograd_split(c->M, nvertex, vertex, lo, hi);
+    asp_winograd_split(c->M, nvertex, vertex, lo, hi);
     return (size_t)(36 * c->C * (*hi - *lo)) * sizeof(float);
 }
 
@@ -429,14 +416,9 @@ void asp_conv2d_forward(const asp_kctx *k)
         k->packed_size >= wino_kept_bytes(&c, k->vertex, k->nvertex, &lo, &hi) && hi > lo) {
         if (!k->packed_fresh)
             asp_winograd_weights_slice(&wg, ASP_IN(k, 1), lo, hi, k->packed, hi - lo);
-        void *ws = (char *)k->scratch + epilogue_bytes(k->node, &c);
-        if (wino_by_tiles(&c))
-            asp_winograd_conv_tiles(&wg, ASP_IN(k, 0), k->packed, ASP_OUT(k, 0), e.scale, e.bias,
-                                    e.act, e.slope, k->vertex, k->nvertex, ws, k->gemm_scratch);
-        else
-            asp_winograd_conv(&wg, ASP_IN(k, 0), NULL, k->packed, hi - lo, ASP_OUT(k, 0), e.scale,
-                              e.bias, e.act, e.slope, k->vertex, k->nvertex, ws,
-                              k->gemm_scratch);
+        asp_winograd_conv(&wg, ASP_IN(k, 0), NULL, k->packed, hi - lo, ASP_OUT(k, 0), e.scale,
+                          e.bias, e.act, e.slope, k->vertex, k->nvertex,
+                          (char *)k->scratch + epilogue_bytes(k->node, &c), k->gemm_scratch);
         return;
     }
     if (use_winograd(&c, &wg)) {

@@ -331,3 +331,40 @@ TEST(winograd_weights_avx512_matches_portable)
     free(w), free(u[0]), free(u[1]);
     CHECK(same);
 }
+
+/* Kept, pre-packed transformed weights (inference engines): asp_winograd_conv's
+ * bits for 1, 2 and 3 vertices on every ISA, epilogue included. */
+TEST(winograd_kept_matches)
+{
+    enum { N = 1, CI = 40, H = 14, W = 14, MO = 72, NX = N * CI * H * W, NY = N * MO * H * W };
+    const asp_wino_geom g = {N, CI, H, W, MO, 1, 1, 0};
+    float *x = malloc(sizeof(float) * NX), *w = malloc(sizeof(float) * MO * CI * 9);
+    float *sc = malloc(sizeof(float) * MO), *y0 = malloc(sizeof(float) * NY);
+    float *y1 = malloc(sizeof(float) * NY);
+    void *s = aligned_alloc(64, (asp_winograd_scratch_bytes(&g, 1) + 63) / 64 * 64);
+    void *gs = aligned_alloc(64, (asp_gemm_scratch_bytes() + 63) / 64 * 64);
+    void *kept = aligned_alloc(64, (asp_winograd_kept_bytes(&g, 0, 1) + 63) / 64 * 64);
+    CHECK(x && w && sc && y0 && y1 && s && gs && kept);
+    srand(17);
+    for (int i = 0; i < NX; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int i = 0; i < MO * CI * 9; i++) w[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int m = 0; m < MO; m++) sc[m] = 0.5f + 0.1f * (float)m;
+    int same = 1;
+    for (size_t t = 0; t < 3; t++) {
+        const asp_isa isa = t == 0 ? ASP_ISA_GENERIC : t == 1 ? ASP_ISA_AVX2 : ASP_ISA_AVX512;
+        if (!asp_isa_supported(isa)) continue;
+        asp_isa prev = asp_isa_set(isa);
+        asp_winograd_conv(&g, x, w, NULL, 0, y0, sc, sc, ASP_ACT_RELU, 0.0f, 0, 1, s, gs);
+        for (int nv = 1; nv <= 3; nv++) {
+            for (int i = 0; i < NY; i++) y1[i] = NAN;
+            for (int v = 0; v < nv; v++) {
+                asp_winograd_keep(&g, w, v, nv, kept, s);
+                asp_winograd_conv_kept(&g, x, kept, y1, sc, sc, ASP_ACT_RELU, 0.0f, v, nv, s, gs);
+            }
+            same &= !memcmp(y0, y1, sizeof(float) * NY);
+        }
+        asp_isa_set(prev);
+    }
+    free(x), free(w), free(sc), free(y0), free(y1), free(s), free(gs), free(kept);
+    CHECK(same);
+}

@@ -441,7 +441,8 @@ static void gemm_run(const gemm_cfg *g, const gemm_opnd *a, const gemm_opnd *b, 
                         const int ncols = (int)ASP_MIN((int64_t)nr, nb - jr);
                         if (tr) {
                             /* rows here are C's columns: see store_tile_t */
-                            static const asp_gemm_tail plain = {1.0f, 0.0f, NULL, NULL, 0, 0.0f, NULL};
+                            static const asp_gemm_tail plain = {1.0f, 0.0f, NULL, NULL,
+                                                                0,    0.0f, NULL};
                             const asp_gemm_tail t = {
                                 .alpha = alpha,
                                 .beta = pc == 0 ? beta : 1.0f,
@@ -539,6 +540,13 @@ void asp_gemm_pack_a(int trans_a, int64_t M, int64_t K, const float *A, int64_t 
         if (transposed) pack_b(!trans_a, A, lda, pc, 0, kb, M, g->nr, g, Ap + pc * pad);
         else pack_a(trans_a, A, lda, 0, pc, M, kb, g->mr, g, Ap + pc * pad);
     }
+}
+
+int64_t asp_gemm_packed_a_index(int64_t M, int64_t K, int64_t i, int64_t k)
+{
+    const gemm_cfg *g = &gemm_cfgs[asp_isa_active()];
+    const int64_t pc = k / g->kc * g->kc, kb = ASP_MIN(g->kc, K - pc);
+    return pc * padded(M, g->mr) + i / g->mr * kb * g->mr + (k - pc) * g->mr + i % g->mr;
 }
 
 void asp_sgemm_pa(int64_t M, int64_t N, int64_t K, float alpha, const float *Ap, int transposed,

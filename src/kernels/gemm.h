@@ -68,6 +68,9 @@ int asp_gemm_transposed(int64_t M, int64_t N);
  * orientations give bit-identical results, equal to asp_sgemm's. The packing
  * is only valid for the ISA active when it was made. */
 size_t asp_gemm_packed_a_bytes(int64_t M, int64_t K);
+/* Where asp_gemm_pack_a (transposed = 0, the active ISA) puts op(A)(i, k):
+ * for writing packed panels directly (the padding rows must be zeroed). */
+int64_t asp_gemm_packed_a_index(int64_t M, int64_t K, int64_t i, int64_t k);
 void asp_gemm_pack_a(int trans_a, int64_t M, int64_t K, const float *A, int64_t lda,
                      int transposed, float *Ap);
 void asp_sgemm_pa(int64_t M, int64_t N, int64_t K, float alpha, const float *Ap, int transposed,

@@ -115,10 +115,23 @@ static int64_t scratch_floats(const asp_wino_geom *g, int nvertex, int raw)
     return WINO_P * (g->C * tc + mb * tc + (raw ? g->C * mb : 0));
 }
 
+/* Kept weights (asp_winograd_conv_kept): a vertex's whole channel slice is
+ * one block, so the chunks shrink to fit Mo, down to KEPT_MIN_TILES. */
+#define KEPT_MIN_TILES 16
+
+static int64_t kept_chunk_tiles(const asp_wino_geom *g, int64_t slice)
+{
+    const int64_t t = WINO_MO_FLOATS / (WINO_P * ASP_MAX(slice, 1));
+    return ASP_MIN(chunk_tiles(g), ASP_MAX(t, KEPT_MIN_TILES));
+}
+
 size_t asp_winograd_scratch_bytes(const asp_wino_geom *g, int nvertex)
 {
     nvertex = ASP_MAX(nvertex, 1);
-    const int64_t f = ASP_MAX(scratch_floats(g, nvertex, 0), scratch_floats(g, nvertex, 1));
+    int64_t f = ASP_MAX(scratch_floats(g, nvertex, 0), scratch_floats(g, nvertex, 1));
+    /* kept weights, one vertex: V and Mo of the whole slice (M) */
+    const int64_t tk = kept_chunk_tiles(g, g->M);
+    f = ASP_MAX(f, WINO_P * (g->C + g->M) * tk);
     return (size_t)f * sizeof(float);
 }
 
@@ -341,8 +354,8 @@ static void chunk_block(const wino_plan *pl, const float *a, int64_t lda, int64_
 }
 
 void asp_winograd_conv(const asp_wino_geom *g, const float *x, const float *w, const float *u,
-                       int64_t ldu, float *y, const float *scale_m, const float *bias_m, int act, float slope,
-                       int vertex, int nvertex, void *scratch, void *gemm_scratch)
+                       int64_t ldu, float *y, const float *scale_m, const float *bias_m, int act,
+                       float slope, int vertex, int nvertex, void *scratch, void *gemm_scratch)
 {
     const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
     if (OH < 1 || OW < 1 || g->N < 1 || g->M < 1) return;
@@ -370,6 +383,83 @@ void asp_winograd_conv(const asp_wino_geom *g, const float *x, const float *w, c
             }
             if (t0 == 0 || !one_block) weights_block(g, w, m0, m1, pl.ub, pl.mb);
             chunk_block(&pl, pl.ub, pl.mb, t0, nt, m0, m1, &ep, y, gemm_scratch);
+        }
+    }
+}
+
+/* ------------------------------------------- weights kept packed (inference) */
+
+/* Bytes of one position's packed U^T block (slice x C), 64-byte aligned. */
+static size_t kept_pos_bytes(const asp_wino_geom *g, int64_t slice)
+{
+    return (asp_gemm_packed_a_bytes(slice, g->C) + 63) & ~(size_t)63;
+}
+
+size_t asp_winograd_kept_bytes(const asp_wino_geom *g, int vertex, int nvertex)
+{
+    int64_t lo, hi;
+    split_m(g->M, ASP_MAX(nvertex, 1), vertex, &lo, &hi);
+    return hi > lo ? WINO_P * kept_pos_bytes(g, hi - lo) : 0;
+}
+
+void asp_winograd_keep(const asp_wino_geom *g, const float *w, int vertex, int nvertex,
+                       void *kept, void *scratch)
+{
+    int64_t lo, hi;
+    split_m(g->M, ASP_MAX(nvertex, 1), vertex, &lo, &hi);
+    if (hi <= lo) return;
+    const int64_t slice = hi - lo, C = g->C;
+    const size_t pb = kept_pos_bytes(g, slice);
+    memset(kept, 0, WINO_P * pb); /* the panels' padding rows */
+    float *ub = (float *)scratch; /* (36, C, mb) per block, as the raw path's U */
+    const int64_t mb = block_m(g, 1, 1);
+    for (int64_t m0 = lo; m0 < hi; m0 += mb) {
+        const int64_t m1 = ASP_MIN(hi, m0 + mb);
+        weights_block(g, w, m0, m1, ub, mb);
+        for (int p = 0; p < WINO_P; p++) {
+            float *dst = (float *)((char *)kept + p * pb);
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t m = m0; m < m1; m++)
+                    dst[asp_gemm_packed_a_index(slice, C, m - lo, c)] =
+                        ub[(p * C + c) * mb + (m - m0)];
+        }
+    }
+}
+
+void asp_winograd_conv_kept(const asp_wino_geom *g, const float *x, const void *kept, float *y,
+                            const float *scale_m, const float *bias_m, int act, float slope,
+                            int vertex, int nvertex, void *scratch, void *gemm_scratch)
+{
+    const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
+    if (OH < 1 || OW < 1 || g->N < 1 || g->M < 1) return;
+    int64_t lo, hi;
+    split_m(g->M, ASP_MAX(nvertex, 1), vertex, &lo, &hi);
+    if (lo >= hi) return;
+    const int fast = asp_isa_active() == ASP_ISA_AVX512;
+    const int64_t slice = hi - lo, C = g->C;
+    const size_t pb = kept_pos_bytes(g, slice);
+    wino_plan pl = {g, fast ? asp_wino_input_avx512 : wino_input_generic,
+                    fast ? asp_wino_output_avx512 : wino_output_generic,
+                    kept_chunk_tiles(g, slice), slice, NULL, NULL, NULL};
+    pl.v = (float *)scratch;
+    pl.mo = pl.v + WINO_P * C * pl.tc;
+    const asp_wino_epilogue ep = {scale_m, bias_m, act, slope};
+    const int64_t ntiles = g->N * tiles_h(g) * tiles_w(g);
+    for (int64_t t0 = 0; t0 < ntiles; t0 += pl.tc) {
+        const int64_t nt = ASP_MIN(pl.tc, ntiles - t0);
+        chunk_input(&pl, x, t0, nt);
+        for (int p = 0; p < WINO_P; p++)
+            asp_sgemm_pa(slice, nt, C, 1.0f, (const float *)((const char *)kept + p * pb), 0, 0,
+                         pl.v + p * C * pl.tc, pl.tc, 0.0f, pl.mo + p * slice * pl.tc, pl.tc, NULL,
+                         gemm_scratch);
+        asp_wino_group grp;
+        for (int64_t c0 = lo; c0 < hi; c0 += WINO_CB) {
+            const int64_t c1 = ASP_MIN(hi, c0 + WINO_CB);
+            for (int64_t i = 0; i < nt; i += grp.nlanes) {
+                group_of(g, t0 + i, nt - i, &grp);
+                pl.out(g, &grp, pl.mo + (c0 - lo) * pl.tc + i, slice * pl.tc, pl.tc, c0, c1, &ep,
+                       y);
+            }
         }
     }
 }

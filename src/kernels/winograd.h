@@ -54,6 +54,19 @@ void asp_winograd_weights(const asp_wino_geom *g, const float *w /* (M, C, 3, 3)
  * column m - m0 (a vertex's slice, asp_winograd_split). */
 void asp_winograd_weights_slice(const asp_wino_geom *g, const float *w, int64_t m0, int64_t m1,
                                 float *u, int64_t ldu);
+/* Inference: the transformed weights of vertex `vertex`'s channels kept
+ * across runs, already packed for the GEMMs (36 packed U^T blocks), so a
+ * run neither transforms nor packs them. asp_winograd_keep fills `kept`
+ * (asp_winograd_kept_bytes, 64-byte aligned; scratch as for
+ * asp_winograd_conv) for the active ISA; asp_winograd_conv_kept then gives
+ * asp_winograd_conv's bits. */
+size_t asp_winograd_kept_bytes(const asp_wino_geom *g, int vertex, int nvertex);
+void asp_winograd_keep(const asp_wino_geom *g, const float *w, int vertex, int nvertex,
+                       void *kept, void *scratch);
+void asp_winograd_conv_kept(const asp_wino_geom *g, const float *x, const void *kept, float *y,
+                            const float *scale_m, const float *bias_m, int act, float slope,
+                            int vertex, int nvertex, void *scratch, void *gemm_scratch);
+
 /* The output channels [lo, hi) vertex `vertex` of `nvertex` computes. */
 void asp_winograd_split(int64_t M, int nvertex, int vertex, int64_t *lo, int64_t *hi);
 /* Whether Winograd with transformed weights kept across runs wins: as

@@ -33,7 +33,8 @@
  * The node then has inputs x, w, [b], gamma, beta, running_mean, running_var
  * (n_in 6 or 7), keeps its conv attributes in a.sh.conv (the same bytes as
  * a.conv) and carries the batch norm's eps in a.sh.beta and what follows in
- * a.sh.axis: 1 a ReLU, 2 a leaky ReLU of slope a.sh.slope. Each vertex turns the statistics into a per-channel scale and
+ * a.sh.axis: 1 a ReLU, 2 a leaky ReLU of slope a.sh.slope. Each vertex
+ * turns the statistics into a per-channel scale and
  * shift (the batch norm's own arithmetic, plus the conv bias times the scale)
  * in its scratch, and the GEMM's epilogue applies them and the ReLU: the
  * output is written once instead of three times.
@@ -208,12 +209,11 @@ static int wino_kept(const conv_geom *c, asp_wino_geom *wg)
     return wino_shape(c, wg) && asp_winograd_wins_transformed(wg);
 }
 
-/* Bytes of vertex `vertex`'s kept transformed weights: (36, C, its channels). */
-static size_t wino_kept_bytes(const conv_geom *c, int vertex, int nvertex, int64_t *lo,
-                              int64_t *hi)
+/* Bytes of vertex `vertex`'s kept transformed weights (its channels, packed
+ * for the GEMMs: kernels/winograd.h). */
+static size_t wino_kept_bytes(const asp_wino_geom *wg, int vertex, int nvertex)
 {
-    asp_winograd_split(c->M, nvertex, vertex, lo, hi);
-    return (size_t)(36 * c->C * (*hi - *lo)) * sizeof(float);
+    return asp_winograd_kept_bytes(wg, vertex, nvertex);
 }
 
 /* Vertices splitting n units among threads, at most one per unit. */
@@ -359,7 +359,7 @@ size_t asp_conv2d_packed_bytes(const asp_tensor *t, const asp_node *n, int verte
     conv_geom c = geom(&t[n->in[0]], &t[n->in[1]], &n->a.conv);
     asp_wino_geom wg;
     int64_t r0, r1;
-    if (wino_kept(&c, &wg)) return wino_kept_bytes(&c, vertex, nvertex, &r0, &r1);
+    if (wino_kept(&c, &wg)) return wino_kept_bytes(&wg, vertex, nvertex);
     if (c.G != 1 || use_winograd(&c, &wg) || !persist_rows(&c, vertex, nvertex, &r0, &r1))
         return 0;
     return packed_w_bytes(&c, r1 - r0, c.Cg * c.KK);
@@ -413,12 +413,12 @@ void asp_conv2d_forward(const asp_kctx *k)
     asp_wino_geom wg;
     int64_t lo, hi;
     if (k->packed && wino_kept(&c, &wg) &&
-        k->packed_size >= wino_kept_bytes(&c, k->vertex, k->nvertex, &lo, &hi) && hi > lo) {
+        k->packed_size >= wino_kept_bytes(&wg, k->vertex, k->nvertex)) {
+        void *ws = (char *)k->scratch + epilogue_bytes(k->node, &c);
         if (!k->packed_fresh)
-            asp_winograd_weights_slice(&wg, ASP_IN(k, 1), lo, hi, k->packed, hi - lo);
-        asp_winograd_conv(&wg, ASP_IN(k, 0), NULL, k->packed, hi - lo, ASP_OUT(k, 0), e.scale,
-                          e.bias, e.act, e.slope, k->vertex, k->nvertex,
-                          (char *)k->scratch + epilogue_bytes(k->node, &c), k->gemm_scratch);
+            asp_winograd_keep(&wg, ASP_IN(k, 1), k->vertex, k->nvertex, k->packed, ws);
+        asp_winograd_conv_kept(&wg, ASP_IN(k, 0), k->packed, ASP_OUT(k, 0), e.scale, e.bias, e.act,
+                               e.slope, k->vertex, k->nvertex, ws, k->gemm_scratch);
         return;
     }
     if (use_winograd(&c, &wg)) {

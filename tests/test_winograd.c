@@ -262,8 +262,9 @@ TEST(winograd_scratch_bounded)
 {
     asp_wino_geom a = {1, 256, 14, 14, 256, 1, 1, 0}, b = {64, 256, 224, 224, 256, 1, 1, 0};
     CHECK(asp_winograd_scratch_bytes(&a, 1) == asp_winograd_scratch_bytes(&b, 1));
-    asp_wino_geom big = {1, 512, 7, 7, 512, 1, 1, 0}; /* ResNet-50's widest 3x3 */
-    CHECK(asp_winograd_scratch_bytes(&big, 1) <= (size_t)4 << 20);
+    /* ResNet-50's widest 3x3: V for 32 tiles, a U block and its packed copy */
+    asp_wino_geom big = {1, 512, 7, 7, 512, 1, 1, 0};
+    CHECK(asp_winograd_scratch_bytes(&big, 1) <= (size_t)6 << 20);
     CHECK(asp_winograd_scratch_bytes(&big, 3) <= asp_winograd_scratch_bytes(&big, 1));
 }
 

@@ -67,7 +67,7 @@
 #define WINO_P 36                  /* transform positions (6 x 6) */
 #define WINO_V_FLOATS (256 * 1024) /* budget for V (1 MiB, measured best of 2, 1, 0.5 MiB) */
 #define WINO_MO_FLOATS (128 * 1024) /* budget for Mo (512 KiB) */
-#define WINO_U_FLOATS (512 * 1024)  /* budget for U (2 MiB) */
+#define WINO_U_FLOATS (256 * 1024)  /* budget for U (1 MiB; as much again packed) */
 /* Channels per pass over a chunk's groups in the input and output transforms
  * (1, 4, 16 and all measured the same; 16 amortises a group's setup). */
 #define WINO_CB 16
@@ -108,11 +108,18 @@ static int64_t block_m(const asp_wino_geom *g, int nvertex, int raw)
     return ASP_MIN(mb, ASP_MAX(slice, 16));
 }
 
-/* Floats of scratch: V, then Mo, then (raw weights only) U. */
+/* Floats of one position's U block (mb channels) packed for the GEMM. */
+static int64_t packed_u_floats(const asp_wino_geom *g, int64_t mb)
+{
+    return (int64_t)((asp_gemm_packed_a_bytes(mb, g->C) + 63) / 64 * 16);
+}
+
+/* Floats of scratch: V, then Mo, then (raw weights only) U and U packed
+ * for the GEMMs (once per block, not once per chunk of tiles). */
 static int64_t scratch_floats(const asp_wino_geom *g, int nvertex, int raw)
 {
     const int64_t tc = chunk_tiles(g), mb = block_m(g, nvertex, raw);
-    return WINO_P * (g->C * tc + mb * tc + (raw ? g->C * mb : 0));
+    return WINO_P * (g->C * tc + mb * tc + (raw ? g->C * mb + packed_u_floats(g, mb) : 0));
 }
 
 /* Kept weights (asp_winograd_conv_kept): a vertex's whole channel slice is
@@ -316,6 +323,7 @@ typedef struct {
     asp_wino_out_fn out;
     int64_t tc, mb;       /* tiles per chunk, channels per block */
     float *v, *mo, *ub;   /* scratch: (36, C, tc), (36, mb, tc), (36, C, mb) */
+    float *up;            /* raw weights: ub's 36 blocks packed (packed_u_floats each) */
 } wino_plan;
 
 /* Transform the input tiles [t0, t0 + nt) into V. */
@@ -339,10 +347,16 @@ static void chunk_block(const wino_plan *pl, const float *a, int64_t lda, int64_
                         void *gemm_scratch)
 {
     const asp_wino_geom *g = pl->g;
-    const int64_t C = g->C, tc = pl->tc;
-    for (int p = 0; p < WINO_P; p++)
-        asp_sgemm(1, 0, m1 - m0, nt, C, 1.0f, a + p * C * lda, lda, pl->v + p * C * tc, tc, 0.0f,
-                  pl->mo + p * pl->mb * tc, tc, NULL, 0, 1, gemm_scratch);
+    const int64_t C = g->C, tc = pl->tc, pu = packed_u_floats(g, pl->mb);
+    for (int p = 0; p < WINO_P; p++) {
+        float *mo = pl->mo + p * pl->mb * tc;
+        if (a) /* U stored (C, channels) */
+            asp_sgemm(1, 0, m1 - m0, nt, C, 1.0f, a + p * C * lda, lda, pl->v + p * C * tc, tc,
+                      0.0f, mo, tc, NULL, 0, 1, gemm_scratch);
+        else /* pl->up: packed once for the block */
+            asp_sgemm_pa(m1 - m0, nt, C, 1.0f, pl->up + p * pu, 0, 0, pl->v + p * C * tc, tc, 0.0f,
+                         mo, tc, NULL, gemm_scratch);
+    }
     asp_wino_group grp;
     for (int64_t c0 = m0; c0 < m1; c0 += WINO_CB) {
         const int64_t c1 = ASP_MIN(m1, c0 + WINO_CB);
@@ -365,12 +379,13 @@ void asp_winograd_conv(const asp_wino_geom *g, const float *x, const float *w, c
     const int fast = asp_isa_active() == ASP_ISA_AVX512;
     wino_plan pl = {g, fast ? asp_wino_input_avx512 : wino_input_generic,
                     fast ? asp_wino_output_avx512 : wino_output_generic,
-                    chunk_tiles(g), block_m(g, nvertex, u == NULL), NULL, NULL, NULL};
+                    chunk_tiles(g), block_m(g, nvertex, u == NULL), NULL, NULL, NULL, NULL};
     pl.v = (float *)scratch;
     pl.mo = pl.v + WINO_P * g->C * pl.tc;
     pl.ub = pl.mo + WINO_P * pl.mb * pl.tc;
+    pl.up = pl.ub + WINO_P * g->C * pl.mb;
     const asp_wino_epilogue ep = {scale_m, bias_m, act, slope};
-    const int64_t ntiles = g->N * tiles_h(g) * tiles_w(g);
+    const int64_t ntiles = g->N * tiles_h(g) * tiles_w(g), pu = packed_u_floats(g, pl.mb);
     const int one_block = hi - lo <= pl.mb;
     for (int64_t t0 = 0; t0 < ntiles; t0 += pl.tc) {
         const int64_t nt = ASP_MIN(pl.tc, ntiles - t0);
@@ -381,8 +396,13 @@ void asp_winograd_conv(const asp_wino_geom *g, const float *x, const float *w, c
                 chunk_block(&pl, u + (m0 - lo), ldu, t0, nt, m0, m1, &ep, y, gemm_scratch);
                 continue;
             }
-            if (t0 == 0 || !one_block) weights_block(g, w, m0, m1, pl.ub, pl.mb);
-            chunk_block(&pl, pl.ub, pl.mb, t0, nt, m0, m1, &ep, y, gemm_scratch);
+            if (t0 == 0 || !one_block) {
+                weights_block(g, w, m0, m1, pl.ub, pl.mb);
+                for (int p = 0; p < WINO_P; p++)
+                    asp_gemm_pack_a(1, m1 - m0, g->C, pl.ub + p * g->C * pl.mb, pl.mb, 0,
+                                    pl.up + p * pu);
+            }
+            chunk_block(&pl, NULL, 0, t0, nt, m0, m1, &ep, y, gemm_scratch);
         }
     }
 }
@@ -440,7 +460,7 @@ void asp_winograd_conv_kept(const asp_wino_geom *g, const float *x, const void *
     const size_t pb = kept_pos_bytes(g, slice);
     wino_plan pl = {g, fast ? asp_wino_input_avx512 : wino_input_generic,
                     fast ? asp_wino_output_avx512 : wino_output_generic,
-                    kept_chunk_tiles(g, slice), slice, NULL, NULL, NULL};
+                    kept_chunk_tiles(g, slice), slice, NULL, NULL, NULL, NULL};
     pl.v = (float *)scratch;
     pl.mo = pl.v + WINO_P * C * pl.tc;
     const asp_wino_epilogue ep = {scale_m, bias_m, act, slope};

@@ -187,4 +187,5 @@ clean:
 	rm -rf build build-san build-san-* build-tsan build-tsan-* build-fuzz
 
 .PHONY: all test test-one test-failalloc test-tsan fuzz fuzz-build fuzz-ci deps data demo clean
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(wildcard $(B)/obj/tests/fuzz/*.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(B)/obj/examples/api_mlp.d \
+         $(wildcard $(B)/obj/tests/fuzz/*.d)

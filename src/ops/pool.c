@@ -14,22 +14,18 @@
  * results). It was 15% of a LeNet training step in the generic loops.
  *
  * Where the CPU has AVX-512 (asp_isa_active, so ASPEN_ISA=generic forces the
- * scalar loops) the 2x2 loops run 16 lanes at a time: max_step is exactly
- * vmaxps(v, m) (v > m ? v : m, NaN and signed-zero behaviour included), and
- * the backward keeps the input's layout (each lane sees its window's four
- * values through a pair swap), so it stores dx rows contiguously and needs
- * no interleaving. Still the scalar loop: 6% of a LeNet step, twice the
- * forward's bytes and a chain of dependent compares per window.
+ * scalar loops) the 2x2 loops, the max pool forward with stride_w 1 or 2 and
+ * its backward with a 3-wide, stride-2 window (ResNet's 3x3, stride 2, pad 1
+ * stem pool) run 16 lanes at a time in pool_avx512.c, bit-identical to the
+ * loops here (see there). The 2x2 forward is exactly vmaxps(v, m); the 2x2
+ * backward keeps the input's layout (each lane sees its window's four
+ * values through a pair swap), so it stores dx rows contiguously.
  */
 #include <float.h>
 #include <string.h>
 
-#if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-#define ASP_POOL_AVX512 1
-#endif
-
 #include "kernels/gemm.h"
+#include "ops/normpool_avx512.h"
 #include "ops/ops.h"
 
 typedef struct {
@@ -166,85 +162,7 @@ static void maxpool2x2_bwd_plane(const pool_geom *p, const float *restrict xp,
         for (int64_t ix = 0; ix < p->W; ix++) dxp[iy * p->W + ix] = 0.0f;
 }
 
-#ifdef ASP_POOL_AVX512
-#define ASP_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
-
-/* Lanes [0, n) of a 16-lane mask (n <= 16). */
-static inline __mmask16 lanes16(int64_t n) { return n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1); }
-
-/* maxpool2x2_plane with 16 windows per step: the even and odd columns of a
- * row pair are split into vectors of the windows' a, b (top) and c, d
- * (bottom) values. */
-ASP_AVX512_TARGET static void maxpool2x2_plane_avx512(const pool_geom *p, const float *xp,
-                                                      float *yp)
-{
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                           28, 30);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-    const __m512 lowest = _mm512_set1_ps(-FLT_MAX);
-    for (int64_t oy = 0; oy < p->OH; oy++) {
-        const float *r0 = xp + 2 * oy * p->W, *r1 = r0 + p->W;
-        float *yr = yp + oy * p->OW;
-        for (int64_t ox = 0; ox < p->OW; ox += 16) {
-            int64_t n = ASP_MIN(16, p->OW - ox);
-            __mmask16 k0 = lanes16(2 * n), k1 = lanes16(2 * n - 16 > 0 ? 2 * n - 16 : 0);
-            const float *q0 = r0 + 2 * ox, *q1 = r1 + 2 * ox;
-            __m512 t0 = _mm512_maskz_loadu_ps(k0, q0), t1 = _mm512_maskz_loadu_ps(k1, q0 + 16);
-            __m512 u0 = _mm512_maskz_loadu_ps(k0, q1), u1 = _mm512_maskz_loadu_ps(k1, q1 + 16);
-            __m512 m = _mm512_max_ps(_mm512_permutex2var_ps(t0, even, t1), lowest);
-            m = _mm512_max_ps(_mm512_permutex2var_ps(t0, odd, t1), m);
-            m = _mm512_max_ps(_mm512_permutex2var_ps(u0, even, u1), m);
-            m = _mm512_max_ps(_mm512_permutex2var_ps(u0, odd, u1), m);
-            _mm512_mask_storeu_ps(yr + ox, lanes16(n), m);
-        }
-    }
-}
-
-/* maxpool2x2_bwd_plane on 8 windows (16 input columns) per step. Lane j of
- * a row's vector holds column j; swapping neighbours (0xB1) gives every lane
- * its window partner, so all four lanes of a window compute the same a, b,
- * c, d, m and winner masks as the scalar code, and each keeps dy where it is
- * the winner. Columns past 2 * OW and rows past 2 * OH get 0. */
-ASP_AVX512_TARGET static void maxpool2x2_bwd_plane_avx512(const pool_geom *p, const float *xp,
-                                                          const float *dyp, float *dxp)
-{
-    const __mmask16 ev = 0x5555;
-    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    const int64_t cols = 2 * p->OW;
-    for (int64_t oy = 0; oy < p->OH; oy++) {
-        const float *r0 = xp + 2 * oy * p->W, *r1 = r0 + p->W;
-        float *d0 = dxp + 2 * oy * p->W, *d1 = d0 + p->W;
-        const float *g = dyp + oy * p->OW;
-        for (int64_t j = 0; j < cols; j += 16) {
-            __mmask16 k = lanes16(cols - j);
-            __m512 v0 = _mm512_maskz_loadu_ps(k, r0 + j), v1 = _mm512_maskz_loadu_ps(k, r1 + j);
-            __m512 s0 = _mm512_permute_ps(v0, 0xB1), s1 = _mm512_permute_ps(v1, 0xB1);
-            __m512 a = _mm512_mask_blend_ps(ev, s0, v0), b = _mm512_mask_blend_ps(ev, v0, s0);
-            __m512 c = _mm512_mask_blend_ps(ev, s1, v1), d = _mm512_mask_blend_ps(ev, v1, s1);
-            __m512 m = _mm512_max_ps(d, _mm512_max_ps(c, _mm512_max_ps(b, a)));
-            __mmask16 na = _mm512_cmp_ps_mask(a, m, _CMP_NEQ_UQ);
-            __mmask16 eb = _mm512_cmp_ps_mask(b, m, _CMP_EQ_OQ);
-            __mmask16 ec = _mm512_cmp_ps_mask(c, m, _CMP_EQ_OQ);
-            __mmask16 ed = _mm512_cmp_ps_mask(d, m, _CMP_EQ_OQ);
-            __mmask16 wb = na & eb, wc = na & ec & ~eb, wd = na & ed & ~eb & ~ec;
-            __mmask16 wa = ~(wb | wc | wd);
-            __m256 g8 = _mm256_maskz_loadu_ps((__mmask8)lanes16((cols - j) / 2), g + j / 2);
-            __m512 gv = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(g8));
-            _mm512_mask_storeu_ps(d0 + j, k, _mm512_maskz_mov_ps((wa & ev) | (wb & ~ev), gv));
-            _mm512_mask_storeu_ps(d1 + j, k, _mm512_maskz_mov_ps((wc & ev) | (wd & ~ev), gv));
-        }
-        for (int64_t ix = cols; ix < p->W; ix++) d0[ix] = d1[ix] = 0.0f;
-    }
-    for (int64_t iy = 2 * p->OH; iy < p->H; iy++)
-        for (int64_t ix = 0; ix < p->W; ix++) dxp[iy * p->W + ix] = 0.0f;
-}
-
 static int pool_avx512(void) { return asp_isa_active() == ASP_ISA_AVX512; }
-#else
-static int pool_avx512(void) { return 0; }
-#define maxpool2x2_plane_avx512 maxpool2x2_plane
-#define maxpool2x2_bwd_plane_avx512 maxpool2x2_bwd_plane
-#endif
 
 void asp_maxpool2d_forward(const asp_kctx *k)
 {
@@ -253,10 +171,22 @@ void asp_maxpool2d_forward(const asp_kctx *k)
     float *y = ASP_OUT(k, 0);
     int64_t lo, hi;
     asp_split(p.planes, k->nvertex, k->vertex, 1, &lo, &hi);
+    const int simd = pool_avx512();
     if (is_pool2x2(&p)) {
-        void (*plane)(const pool_geom *, const float *, float *) =
-            pool_avx512() ? maxpool2x2_plane_avx512 : maxpool2x2_plane;
-        for (int64_t pl = lo; pl < hi; pl++) plane(&p, x + pl * p.H * p.W, y + pl * p.OH * p.OW);
+        for (int64_t pl = lo; pl < hi; pl++) {
+            const float *xp = x + pl * p.H * p.W;
+            float *yp = y + pl * p.OH * p.OW;
+            if (simd)
+                asp_maxpool2x2_plane_avx512(p.W, p.OH, p.OW, xp, yp);
+            else
+                maxpool2x2_plane(&p, xp, yp);
+        }
+        return;
+    }
+    if (simd && asp_maxpool_avx512_fits(&p.a, 0)) {
+        for (int64_t pl = lo; pl < hi; pl++)
+            asp_maxpool_plane_avx512(&p.a, p.H, p.W, p.OH, p.OW, x + pl * p.H * p.W,
+                                     y + pl * p.OH * p.OW);
         return;
     }
     for (int64_t pl = lo; pl < hi; pl++) {
@@ -344,11 +274,22 @@ void asp_maxpool2d_bwd_forward(const asp_kctx *k)
     float *dx = ASP_OUT(k, 0);
     int64_t lo, hi;
     asp_split(p.planes, k->nvertex, k->vertex, 1, &lo, &hi);
+    const int simd = pool_avx512();
     if (is_pool2x2(&p)) {
-        void (*plane)(const pool_geom *, const float *, const float *, float *) =
-            pool_avx512() ? maxpool2x2_bwd_plane_avx512 : maxpool2x2_bwd_plane;
+        for (int64_t pl = lo; pl < hi; pl++) {
+            const float *xp = x + pl * p.H * p.W, *dyp = dy + pl * p.OH * p.OW;
+            float *dxp = dx + pl * p.H * p.W;
+            if (simd)
+                asp_maxpool2x2_bwd_plane_avx512(p.H, p.W, p.OH, p.OW, xp, dyp, dxp);
+            else
+                maxpool2x2_bwd_plane(&p, xp, dyp, dxp);
+        }
+        return;
+    }
+    if (simd && asp_maxpool_avx512_fits(&p.a, 1)) {
         for (int64_t pl = lo; pl < hi; pl++)
-            plane(&p, x + pl * p.H * p.W, dy + pl * p.OH * p.OW, dx + pl * p.H * p.W);
+            asp_maxpool_bwd_plane_avx512(&p.a, p.H, p.W, p.OH, p.OW, x + pl * p.H * p.W,
+                                         dy + pl * p.OH * p.OW, dx + pl * p.H * p.W);
         return;
     }
     for (int64_t pl = lo; pl < hi; pl++) {

@@ -137,4 +137,73 @@ void asp_wino_output_avx512(const asp_wino_geom *g, const asp_wino_group *grp, c
                             int64_t ms, int64_t rs, int64_t m0, int64_t m1,
                             const asp_wino_epilogue *ep, float *y);
 
+/* ------------------------------------------------------------------------
+ * Weight gradient (training), winograd_bwd.c: the transpose of the forward
+ * algorithm. Per 4x4 tile of dy and its 6x6 input patch, Y = A dy A^T (6x6),
+ * V = B^T d B (the forward's input transform), dU[p] (M x C) = sum over tiles
+ * of Y[p] V[p]^T for the 36 positions p (36 GEMMs, K = tiles), then
+ * dW = G^T dU G. Geometry g as for the forward (x (N, C, H, W), dy
+ * (N, M, OH, OW), pads; g->wt must be 0).
+ */
+
+/* Bytes of asp_winograd_bwd_weight's per-vertex scratch for nvertex vertices:
+ * a function of C, M and nvertex only, not of N, H, W; <= 5 MiB. */
+size_t asp_winograd_bwd_scratch_bytes(const asp_wino_geom *g, int nvertex);
+
+/* Whether the Winograd weight gradient beats im2col + GEMM for g on one
+ * thread with the active ISA (the measured rule of winograd_bwd.c); 0 for
+ * OH or OW < 1. */
+int asp_winograd_bwd_wins(const asp_wino_geom *g);
+
+/* The input channels [lo, hi) of dW vertex `vertex` of `nvertex` writes
+ * (C split in units of 16; empty for the last vertices when C is small). */
+void asp_winograd_bwd_split(const asp_wino_geom *g, int nvertex, int vertex, int64_t *lo,
+                            int64_t *hi);
+
+/* dW (M, C, 3, 3) = (beta == 0 ? 0 : beta * dW) + the weight gradient of
+ * y = conv3x3(x) for dy, for input channels [lo, hi) of
+ * asp_winograd_bwd_split (all M output channels): vertices write disjoint
+ * parts of dW and share nothing but their inputs, so they may run
+ * concurrently with no synchronisation. With beta == 0, dw is not read (it
+ * may hold NaN). Bit-identical for every nvertex (for a given ISA): the sum
+ * over tiles runs in a fixed order (see winograd_bwd.c).
+ * scratch: asp_winograd_bwd_scratch_bytes(g, nvertex) bytes (64-byte
+ * alignment is faster, not required); gemm_scratch: asp_gemm_scratch_bytes().
+ * Allocates nothing, cannot fail; with no output positions (OH or OW < 1,
+ * N = 0) the gradient is 0. */
+void asp_winograd_bwd_weight(const asp_wino_geom *g, const float *x /* (N, C, H, W) */,
+                             const float *dy /* (N, M, OH, OW) */, float beta,
+                             float *dw /* (M, C, 3, 3) */, int vertex, int nvertex, void *scratch,
+                             void *gemm_scratch);
+
+/* Internal (winograd_bwd.c, winograd_bwd_avx512.c).
+ * A segmented tile group: up to 16 consecutive tiles (numbered over the
+ * batch) in runs ("segments") of one tile row each, so that maps of few tile
+ * columns still fill the 16 lanes. Segment s holds lanes [off, off + len):
+ * lane off + i has its 6x6 input patch at row h0, column w0 + 4*i of image n
+ * and its 4x4 block of dy at row h0 + pad_h, column w0 + 4*i + pad_w. */
+typedef struct {
+    int nlanes, nseg;
+    struct {
+        int64_t n, h0, w0;
+        int off, len;
+    } seg[16];
+} asp_wino_sgroup;
+
+/* Input transform of a segmented group whose segments are at most 7 tiles
+ * long: the contract of asp_wino_input_avx512 (v[p * vs + (c - c0) * cs + l]). */
+void asp_wino_input_seg_avx512(const asp_wino_geom *g, const asp_wino_sgroup *sg, const float *x,
+                               int64_t c0, int64_t c1, float *v, int64_t vs, int64_t cs);
+/* Gradient transform: y[p * ys + (m - m0) * ms + l] = (A dy A^T)[p] of lane
+ * l's 4x4 block of dy channel m (zero at or past OH, OW), for p < 36,
+ * m0 <= m < m1, l < nlanes (nothing else written). One segment of up to 16
+ * tiles, or segments of at most 8. */
+void asp_wino_grad_avx512(const asp_wino_geom *g, const asp_wino_sgroup *sg, const float *dy,
+                          int64_t m0, int64_t m1, float *y, int64_t ys, int64_t ms);
+/* dw[i * ldw + j * 9 + k] = (G^T du G)[k] (+ beta * the old value when
+ * beta != 0) for i < nm, j < nc, where du[p] of (i, j) is
+ * du[p * ps + i * ld + j]. */
+void asp_wino_wgrad_avx512(const float *du, int64_t ps, int64_t ld, int64_t nm, int64_t nc,
+                           float beta, float *dw, int64_t ldw);
+
 #endif

@@ -58,6 +58,7 @@
  * waste as much there.
  */
 #include "kernels/winograd.h"
+#include "kernels/winograd_impl.h"
 
 #include <string.h>
 
@@ -74,8 +75,6 @@
 
 /* ------------------------------------------------------------- blocking */
 
-static int64_t tiles_h(const asp_wino_geom *g) { return (g->H + 2 * g->pad_h - 2 + 3) / 4; }
-static int64_t tiles_w(const asp_wino_geom *g) { return (g->W + 2 * g->pad_w - 2 + 3) / 4; }
 
 /* Tiles per chunk: a function of C only (see the top). */
 static int64_t chunk_tiles(const asp_wino_geom *g)
@@ -217,21 +216,6 @@ void asp_winograd_split(int64_t M, int nvertex, int vertex, int64_t *lo, int64_t
 
 /* ------------------------------------------- portable input/output transforms */
 
-/* One 1-D input transform B^T d over 16 lanes: o[k][l] from d[r*ds][l]. */
-static void bt_16(const float *d, int64_t ds, float *o, int64_t os)
-{
-    for (int l = 0; l < 16; l++) {
-        const float d0 = d[l], d1 = d[ds + l], d2 = d[2 * ds + l], d3 = d[3 * ds + l];
-        const float d4 = d[4 * ds + l], d5 = d[5 * ds + l];
-        o[l] = (d4 - 5.0f * d2) + 4.0f * d0;
-        o[os + l] = (d3 + d4) - 4.0f * (d1 + d2);
-        o[2 * os + l] = (d4 - d3) + 4.0f * (d1 - d2);
-        o[3 * os + l] = (d4 - d2) + 2.0f * (d3 - d1);
-        o[4 * os + l] = (d4 - d2) - 2.0f * (d3 - d1);
-        o[5 * os + l] = (d5 - 5.0f * d3) + 4.0f * d1;
-    }
-}
-
 /* One 1-D output transform A^T m over 16 lanes: o[k][l] from m[r*ms][l]. */
 static void at_16(const float *m, int64_t ms, float *o, int64_t os)
 {
@@ -264,8 +248,8 @@ static void wino_input_generic(const asp_wino_geom *g, const asp_wino_group *grp
                 }
             }
         }
-        for (int q = 0; q < 6; q++) bt_16(&d[0][q][0], 6 * 16, &t[0][q][0], 6 * 16);
-        for (int i = 0; i < 6; i++) bt_16(&t[i][0][0], 16, &o[i][0][0], 16);
+        for (int q = 0; q < 6; q++) wino_bt_16(&d[0][q][0], 6 * 16, &t[0][q][0], 6 * 16);
+        for (int i = 0; i < 6; i++) wino_bt_16(&t[i][0][0], 16, &o[i][0][0], 16);
         for (int p = 0; p < WINO_P; p++)
             memcpy(v + p * vs + (c - c0) * cs, o[p / 6][p % 6],
                    (size_t)grp->nlanes * sizeof(float));
@@ -309,7 +293,7 @@ static void wino_output_generic(const asp_wino_geom *g, const asp_wino_group *gr
  * top): up to `max` consecutive tiles of t0's tile row. */
 static void group_of(const asp_wino_geom *g, int64_t t0, int64_t max, asp_wino_group *grp)
 {
-    const int64_t TH = tiles_h(g), TW = tiles_w(g), r = t0 % (TH * TW), tw = r % TW;
+    const int64_t TH = wino_tiles_h(g), TW = wino_tiles_w(g), r = t0 % (TH * TW), tw = r % TW;
     const int nl = (int)ASP_MIN(ASP_MIN(16, max), TW - tw);
     grp->nlanes = nl;
     grp->n = t0 / (TH * TW);
@@ -385,7 +369,7 @@ void asp_winograd_conv(const asp_wino_geom *g, const float *x, const float *w, c
     pl.ub = pl.mo + WINO_P * pl.mb * pl.tc;
     pl.up = pl.ub + WINO_P * g->C * pl.mb;
     const asp_wino_epilogue ep = {scale_m, bias_m, act, slope};
-    const int64_t ntiles = g->N * tiles_h(g) * tiles_w(g), pu = packed_u_floats(g, pl.mb);
+    const int64_t ntiles = g->N * wino_tiles_h(g) * wino_tiles_w(g), pu = packed_u_floats(g, pl.mb);
     const int one_block = hi - lo <= pl.mb;
     for (int64_t t0 = 0; t0 < ntiles; t0 += pl.tc) {
         const int64_t nt = ASP_MIN(pl.tc, ntiles - t0);
@@ -464,7 +448,7 @@ void asp_winograd_conv_kept(const asp_wino_geom *g, const float *x, const void *
     pl.v = (float *)scratch;
     pl.mo = pl.v + WINO_P * C * pl.tc;
     const asp_wino_epilogue ep = {scale_m, bias_m, act, slope};
-    const int64_t ntiles = g->N * tiles_h(g) * tiles_w(g);
+    const int64_t ntiles = g->N * wino_tiles_h(g) * wino_tiles_w(g);
     for (int64_t t0 = 0; t0 < ntiles; t0 += pl.tc) {
         const int64_t nt = ASP_MIN(pl.tc, ntiles - t0);
         chunk_input(&pl, x, t0, nt);
@@ -510,7 +494,7 @@ int asp_winograd_wins(const asp_wino_geom *g)
 {
     const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
     if (OH < 1 || OW < 1 || asp_isa_active() != ASP_ISA_AVX512) return 0;
-    const int64_t tiles = g->N * tiles_h(g) * tiles_w(g);
+    const int64_t tiles = g->N * wino_tiles_h(g) * wino_tiles_w(g);
     return g->C >= 8 && g->M >= 8 && tiles >= 32;
 }
 
@@ -518,6 +502,6 @@ int asp_winograd_wins_transformed(const asp_wino_geom *g)
 {
     const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
     if (OH < 1 || OW < 1 || asp_isa_active() != ASP_ISA_AVX512) return 0;
-    const int64_t tiles = g->N * tiles_h(g) * tiles_w(g);
+    const int64_t tiles = g->N * wino_tiles_h(g) * wino_tiles_w(g);
     return g->C >= 8 && g->M >= 8 && tiles >= 16;
 }

@@ -24,21 +24,7 @@
 
 #include "kernels/gemm.h"
 #include "kernels/winograd.h"
-
-/* o[k] = (B^T d)[k], d[r] at d[r * ds]. */
-static inline void bt_zmm(const __m512 *d, int ds, __m512 *o, int os)
-{
-    const __m512 c4 = _mm512_set1_ps(4.0f), c5 = _mm512_set1_ps(5.0f), c2 = _mm512_set1_ps(2.0f);
-    const __m512 d0 = d[0], d1 = d[ds], d2 = d[2 * ds], d3 = d[3 * ds], d4 = d[4 * ds],
-                 d5 = d[5 * ds];
-    o[0] = _mm512_fmadd_ps(c4, d0, _mm512_fnmadd_ps(c5, d2, d4));
-    o[os] = _mm512_fnmadd_ps(c4, _mm512_add_ps(d1, d2), _mm512_add_ps(d3, d4));
-    o[2 * os] = _mm512_fmadd_ps(c4, _mm512_sub_ps(d1, d2), _mm512_sub_ps(d4, d3));
-    const __m512 e = _mm512_sub_ps(d4, d2), f = _mm512_sub_ps(d3, d1);
-    o[3 * os] = _mm512_fmadd_ps(c2, f, e);
-    o[4 * os] = _mm512_fnmadd_ps(c2, f, e);
-    o[5 * os] = _mm512_fmadd_ps(c4, d1, _mm512_fnmadd_ps(c5, d3, d5));
-}
+#include "kernels/winograd_avx512.h"
 
 /* o[k] = (A^T m)[k], m[r] at m[r * ms]. */
 static inline void at_zmm(const __m512 *m, int ms, __m512 *o, int os)
@@ -49,15 +35,6 @@ static inline void at_zmm(const __m512 *m, int ms, __m512 *o, int os)
     o[os] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d, b);
     o[2 * os] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), c, a);
     o[3 * os] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d, b), m[5 * ms]);
-}
-
-/* Mask of the 16 floats at columns col0 .. col0+15 inside [lo, hi). */
-static __mmask16 cols_mask(int64_t col0, int64_t lo, int64_t hi)
-{
-    unsigned mk = 0;
-    for (int j = 0; j < 16; j++)
-        if (col0 + j >= lo && col0 + j < hi) mk |= 1u << j;
-    return (__mmask16)mk;
 }
 
 /* The six columns d[q] (q < 6) of 16 patches in one row r: lane l holds
@@ -86,7 +63,7 @@ void asp_wino_input_avx512(const asp_wino_geom *g, const asp_wino_group *grp, co
     const int64_t H = g->H, W = g->W, w0 = grp->w0;
     const int64_t wend = w0 + 4 * grp->nlanes + 2 < W ? w0 + 4 * grp->nlanes + 2 : W;
     __mmask16 cm[5];
-    for (int k = 0; k < 5; k++) cm[k] = cols_mask(w0 + 16 * k, 0, wend);
+    for (int k = 0; k < 5; k++) cm[k] = wino_cols_mask(w0 + 16 * k, 0, wend);
     const __mmask16 lanes = (__mmask16)((1u << grp->nlanes) - 1);
     int rows = 0; /* patch rows inside the image: [r0, r0 + rows) */
     const int r0 = grp->h0 < 0 ? (int)-grp->h0 : 0;
@@ -103,12 +80,12 @@ void asp_wino_input_avx512(const asp_wino_geom *g, const asp_wino_group *grp, co
             _Pragma("GCC unroll 5") for (int k = 0; k < 5; k++)
                 a[k] = _mm512_maskz_loadu_ps(cm[k], xc + r * W + 16 * k);
             deinterleave_row(a, d, 1);
-            bt_zmm(d, 1, h + 6 * r, 1);
+            wino_bt_zmm(d, 1, h + 6 * r, 1);
         }
         float *vc = v + (c - c0) * cs;
         _Pragma("GCC unroll 6") for (int j = 0; j < 6; j++) {
             __m512 o[6];
-            bt_zmm(h + j, 6, o, 1);
+            wino_bt_zmm(h + j, 6, o, 1);
             _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)
                 _mm512_mask_storeu_ps(vc + (i * 6 + j) * vs, lanes, o[i]);
         }
@@ -139,7 +116,7 @@ void asp_wino_output_avx512(const asp_wino_geom *g, const asp_wino_group *grp, c
     const int64_t oh0 = grp->h0 + g->pad_h, ow0 = grp->w0 + g->pad_w;
     const int64_t wend = ow0 + 4 * grp->nlanes < OW ? ow0 + 4 * grp->nlanes : OW;
     __mmask16 cm[4];
-    for (int k = 0; k < 4; k++) cm[k] = cols_mask(ow0 + 16 * k, 0, wend);
+    for (int k = 0; k < 4; k++) cm[k] = wino_cols_mask(ow0 + 16 * k, 0, wend);
     const __mmask16 lanes = (__mmask16)((1u << grp->nlanes) - 1);
     const int rows = OH - oh0 < 4 ? (int)(OH - oh0) : 4;
     const __m512 zero = _mm512_setzero_ps();

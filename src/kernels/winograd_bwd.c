@@ -64,6 +64,7 @@
  * than its 32-column one does on C slices).
  */
 #include "kernels/winograd.h"
+#include "kernels/winograd_impl.h"
 
 #include <string.h>
 
@@ -81,8 +82,6 @@
 
 /* ------------------------------------------------------------- blocking */
 
-static int64_t tiles_h(const asp_wino_geom *g) { return (g->H + 2 * g->pad_h - 2 + 3) / 4; }
-static int64_t tiles_w(const asp_wino_geom *g) { return (g->W + 2 * g->pad_w - 2 + 3) / 4; }
 
 /* Tiles per chunk: a function of C and M only (see the top), a multiple of
  * 32 (the AVX-512 GEMM kernel's width, and its packing's K unit). */
@@ -130,21 +129,6 @@ size_t asp_winograd_bwd_scratch_bytes(const asp_wino_geom *g, int nvertex)
 
 /* ------------------------------------------------- portable transforms */
 
-/* One 1-D input transform B^T d over 16 lanes (winograd.c's bt_16). */
-static void bt_16(const float *d, int64_t ds, float *o, int64_t os)
-{
-    for (int l = 0; l < 16; l++) {
-        const float d0 = d[l], d1 = d[ds + l], d2 = d[2 * ds + l], d3 = d[3 * ds + l];
-        const float d4 = d[4 * ds + l], d5 = d[5 * ds + l];
-        o[l] = (d4 - 5.0f * d2) + 4.0f * d0;
-        o[os + l] = (d3 + d4) - 4.0f * (d1 + d2);
-        o[2 * os + l] = (d4 - d3) + 4.0f * (d1 - d2);
-        o[3 * os + l] = (d4 - d2) + 2.0f * (d3 - d1);
-        o[4 * os + l] = (d4 - d2) - 2.0f * (d3 - d1);
-        o[5 * os + l] = (d5 - 5.0f * d3) + 4.0f * d1;
-    }
-}
-
 /* Lane l's image and patch origin in a segmented group. */
 static void lane_of(const asp_wino_sgroup *sg, int l, int64_t *n, int64_t *h0, int64_t *w0)
 {
@@ -175,8 +159,8 @@ static void input_generic(const asp_wino_geom *g, const asp_wino_sgroup *sg, con
                     if (w0 + q >= 0 && w0 + q < W) d[r][q][l] = xc[h * W + w0 + q];
             }
         }
-        for (int q = 0; q < 6; q++) bt_16(&d[0][q][0], 6 * 16, &t[0][q][0], 6 * 16);
-        for (int i = 0; i < 6; i++) bt_16(&t[i][0][0], 16, &o[i][0][0], 16);
+        for (int q = 0; q < 6; q++) wino_bt_16(&d[0][q][0], 6 * 16, &t[0][q][0], 6 * 16);
+        for (int i = 0; i < 6; i++) wino_bt_16(&t[i][0][0], 16, &o[i][0][0], 16);
         for (int p = 0; p < WB_P; p++)
             memcpy(v + p * vs + (c - c0) * cs, o[p / 6][p % 6],
                    (size_t)sg->nlanes * sizeof(float));
@@ -265,7 +249,7 @@ static void wgrad_generic(const float *du, int64_t ps, int64_t ld, int64_t nm, i
  * tile rows and images, one segment per tile row (see the top). */
 static void group_of(const asp_wino_geom *g, int64_t t0, int64_t max, asp_wino_sgroup *sg)
 {
-    const int64_t TH = tiles_h(g), TW = tiles_w(g);
+    const int64_t TH = wino_tiles_h(g), TW = wino_tiles_w(g);
     const int64_t lanes = TW >= 8 ? ASP_MIN(ASP_MIN(16, max), TW - t0 % TW) : ASP_MIN(16, max);
     sg->nlanes = (int)lanes;
     sg->nseg = 0;
@@ -308,7 +292,7 @@ static void bwd_block(const asp_wino_geom *g, const float *x, const float *dy, i
     const int fast = asp_isa_active() == ASP_ISA_AVX512;
     const tile_fn in = fast ? input_avx512 : input_generic;
     const tile_fn gr = fast ? asp_wino_grad_avx512 : grad_generic;
-    const int64_t ntiles = g->N * tiles_h(g) * tiles_w(g), nc = c1 - c0, nm = m1 - m0;
+    const int64_t ntiles = g->N * wino_tiles_h(g) * wino_tiles_w(g), nc = c1 - c0, nm = m1 - m0;
     asp_wino_sgroup sg;
     for (int64_t t0 = 0; t0 < ntiles; t0 += tc) {
         const int64_t nt = ASP_MIN(tc, ntiles - t0);
@@ -385,6 +369,6 @@ int asp_winograd_bwd_wins(const asp_wino_geom *g)
 {
     const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
     if (OH < 1 || OW < 1 || asp_isa_active() != ASP_ISA_AVX512) return 0;
-    const int64_t tiles = g->N * tiles_h(g) * tiles_w(g);
+    const int64_t tiles = g->N * wino_tiles_h(g) * wino_tiles_w(g);
     return g->C >= 16 && g->M >= 16 && tiles >= 12;
 }

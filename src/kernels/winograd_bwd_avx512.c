@@ -19,6 +19,7 @@
 #include <immintrin.h>
 
 #include "kernels/winograd.h"
+#include "kernels/winograd_avx512.h"
 
 /* o[k] = (A d)[k] for d0..d3 (4 -> 6). */
 static inline void a_zmm(__m512 d0, __m512 d1, __m512 d2, __m512 d3, __m512 *o, int os)
@@ -34,15 +35,6 @@ static inline void a_zmm(__m512 d0, __m512 d1, __m512 d2, __m512 d3, __m512 *o, 
     o[5 * os] = d3;
 }
 
-/* Mask of the 16 floats at columns col0 .. col0+15 inside [lo, hi). */
-static __mmask16 cols_mask(int64_t col0, int64_t lo, int64_t hi)
-{
-    unsigned mk = 0;
-    for (int j = 0; j < 16; j++)
-        if (col0 + j >= lo && col0 + j < hi) mk |= 1u << j;
-    return (__mmask16)mk;
-}
-
 static __mmask16 lanes_mask(int off, int len)
 {
     return (__mmask16)(((1u << len) - 1u) << off);
@@ -54,21 +46,6 @@ typedef struct {
     __mmask16 cm[2], lanes;
     __m512i shift; /* -4 * off in every lane */
 } seg_load;
-
-/* o[k] = (B^T d)[k] (winograd_avx512.c's arithmetic), d[r] at d[r * ds]. */
-static inline void bt_zmm(const __m512 *d, int ds, __m512 *o, int os)
-{
-    const __m512 c4 = _mm512_set1_ps(4.0f), c5 = _mm512_set1_ps(5.0f), c2 = _mm512_set1_ps(2.0f);
-    const __m512 d0 = d[0], d1 = d[ds], d2 = d[2 * ds], d3 = d[3 * ds], d4 = d[4 * ds],
-                 d5 = d[5 * ds];
-    o[0] = _mm512_fmadd_ps(c4, d0, _mm512_fnmadd_ps(c5, d2, d4));
-    o[os] = _mm512_fnmadd_ps(c4, _mm512_add_ps(d1, d2), _mm512_add_ps(d3, d4));
-    o[2 * os] = _mm512_fmadd_ps(c4, _mm512_sub_ps(d1, d2), _mm512_sub_ps(d4, d3));
-    const __m512 e = _mm512_sub_ps(d4, d2), f = _mm512_sub_ps(d3, d1);
-    o[3 * os] = _mm512_fmadd_ps(c2, f, e);
-    o[4 * os] = _mm512_fnmadd_ps(c2, f, e);
-    o[5 * os] = _mm512_fmadd_ps(c4, d1, _mm512_fnmadd_ps(c5, d3, d5));
-}
 
 /* Input transform of short segments (<= 7 tiles: a patch row is <= 30
  * floats, two loads): element q of lane off + i is column 4*i + q of the
@@ -83,8 +60,8 @@ void asp_wino_input_seg_avx512(const asp_wino_geom *g, const asp_wino_sgroup *sg
     seg_load sl[16];
     for (int s = 0; s < sg->nseg; s++) {
         const int64_t w0 = sg->seg[s].w0, wend = w0 + 4 * sg->seg[s].len + 2;
-        sl[s].cm[0] = cols_mask(w0, 0, wend < W ? wend : W);
-        sl[s].cm[1] = cols_mask(w0 + 16, 0, wend < W ? wend : W);
+        sl[s].cm[0] = wino_cols_mask(w0, 0, wend < W ? wend : W);
+        sl[s].cm[1] = wino_cols_mask(w0 + 16, 0, wend < W ? wend : W);
         sl[s].lanes = lanes_mask(sg->seg[s].off, sg->seg[s].len);
         sl[s].shift = _mm512_set1_epi32(-4 * sg->seg[s].off);
     }
@@ -107,12 +84,12 @@ void asp_wino_input_seg_avx512(const asp_wino_geom *g, const asp_wino_sgroup *sg
                                               _mm512_permutex2var_ps(a0, idx, a1));
                 }
             }
-            bt_zmm(d, 1, h + 6 * r, 1);
+            wino_bt_zmm(d, 1, h + 6 * r, 1);
         }
         float *vc = v + (c - c0) * cs;
         _Pragma("GCC unroll 6") for (int j = 0; j < 6; j++) {
             __m512 o[6];
-            bt_zmm(h + j, 6, o, 1);
+            wino_bt_zmm(h + j, 6, o, 1);
             _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)
                 _mm512_mask_storeu_ps(vc + (i * 6 + j) * vs, lanes, o[i]);
         }
@@ -147,7 +124,7 @@ void asp_wino_grad_avx512(const asp_wino_geom *g, const asp_wino_sgroup *sg, con
     seg_load sl[16];
     for (int s = 0; s < sg->nseg; s++) {
         const int64_t ow0 = sg->seg[s].w0 + g->pad_w, wend = ow0 + 4 * sg->seg[s].len;
-        for (int k = 0; k < 4; k++) cm[s][k] = cols_mask(ow0 + 16 * k, 0, wend < OW ? wend : OW);
+        for (int k = 0; k < 4; k++) cm[s][k] = wino_cols_mask(ow0 + 16 * k, 0, wend < OW ? wend : OW);
         sl[s].lanes = lanes_mask(sg->seg[s].off, sg->seg[s].len);
         sl[s].shift = _mm512_set1_epi32(-4 * sg->seg[s].off);
     }

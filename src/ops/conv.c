@@ -60,6 +60,7 @@
 
 #include "kernels/gemm.h"
 #include "kernels/im2col.h"
+#include "kernels/wgrad.h"
 #include "kernels/winograd.h"
 #include "ops/ops.h"
 
@@ -653,9 +654,13 @@ int asp_conv2d_bwd_weight_vertices(const asp_tensor *t, const asp_node *n, int t
     return split_channels(&c, v) ? 1 : v;
 }
 
+static int wgrad_direct(const conv_geom *c);
+
 size_t asp_conv2d_bwd_weight_scratch(const asp_tensor *t, const asp_node *n)
 {
     conv_geom c = bwd_weight_geom(t, n);
+    if (wgrad_direct(&c))
+        return ASP_MAX(tile_bytes(&c), asp_wgrad_direct_scratch(c.M, c.C, c.KH, c.KW));
     asp_wino_geom wg;
     if (wino_shape(&c, &wg)) /* one vertex needs the most */
         return ASP_MAX(tile_bytes(&c), asp_winograd_bwd_scratch_bytes(&wg, 1));
@@ -693,6 +698,16 @@ static void bwd_weight_block(const asp_kctx *k, const conv_geom *c, int64_t gi, 
     }
 }
 
+/* Tiny weights (LeNet's first layer) with the output channels split: the
+ * direct kernel of kernels/wgrad.h instead of im2col + GEMM. */
+static int wgrad_direct(const conv_geom *c)
+{
+    const aspen_conv_attrs *a = &c->a;
+    return c->G == 1 && a->stride_h == 1 && a->stride_w == 1 && a->pad_h == 0 && a->pad_w == 0 &&
+           a->dilation_h == 1 && a->dilation_w == 1 &&
+           asp_wgrad_direct_applies(c->C, c->KH, c->KW, c->OW);
+}
+
 void asp_conv2d_bwd_weight_forward(const asp_kctx *k)
 {
     conv_geom c = bwd_weight_geom(k->t, k->node);
@@ -713,6 +728,12 @@ void asp_conv2d_bwd_weight_forward(const asp_kctx *k)
         return;
     }
     asp_split(c.M, k->nvertex, k->vertex, CONV_COL_ALIGN, &lo, &hi);
+    if (wgrad_direct(&c)) {
+        asp_wgrad_direct_avx512(c.N, c.C, c.H, c.W, c.M, c.KH, c.KW, c.OH, c.OW, ASP_IN(k, 1),
+                                ASP_IN(k, 0), k->node->a.sh.beta, ASP_OUT(k, 0), lo, hi,
+                                k->scratch);
+        return;
+    }
     for (int64_t gi = 0; gi < c.G; gi++) {
         int64_t m0 = ASP_MAX(lo, gi * c.Mg), m1 = ASP_MIN(hi, (gi + 1) * c.Mg);
         if (m0 < m1) bwd_weight_block(k, &c, gi, m0 - gi * c.Mg, m1 - gi * c.Mg, 0, c.Cg);

@@ -142,7 +142,12 @@ static void run_program(aspen_engine *e, worker *w)
             k.packed_size = p->packed_stride[i];
             fwd(&k);
         }
-        if (e->threads > 1) barrier(e, w);
+        /* Two single-vertex nodes in a row both run on thread 0 (vertex 0),
+         * in program order: nothing to wait for between them (an MLP's
+         * classifier and loss are a chain of such nodes). */
+        const int chained = p->nvertex[i] == 1 && i + 1 < p->nn && p->nvertex[i + 1] == 1 &&
+                            !e->dying_start;
+        if (e->threads > 1 && !chained) barrier(e, w);
         if (prof) {
             const double t = asp_now();
             prof[i] += t - last;

@@ -19,6 +19,22 @@ int asp_wgrad_direct_applies(int64_t C, int64_t KH, int64_t KW, int64_t OW)
            OW <= 32 && OW + KW - 1 <= 48;
 }
 
+/* Lanes kw..kw+15 of the 32 in (hi, lo): valignd wants an immediate, so one
+ * case per shift (folded to one instruction once kw is a constant). */
+static inline __attribute__((always_inline)) __m512i shifted(__m512i hi, __m512i lo, int kw)
+{
+    switch (kw) {
+    case 0: return lo;
+    case 1: return _mm512_alignr_epi32(hi, lo, 1);
+    case 2: return _mm512_alignr_epi32(hi, lo, 2);
+    case 3: return _mm512_alignr_epi32(hi, lo, 3);
+    case 4: return _mm512_alignr_epi32(hi, lo, 4);
+    case 5: return _mm512_alignr_epi32(hi, lo, 5);
+    case 6: return _mm512_alignr_epi32(hi, lo, 6);
+    default: return _mm512_alignr_epi32(hi, lo, 7);
+    }
+}
+
 /* One image's contribution to (m, c, kh): KW pairs of accumulators, loaded
  * from acc and stored back. KW is a constant in each instance (inlined per
  * value), so they live in registers across the output rows. */
@@ -46,8 +62,8 @@ image_rows(int64_t W, int64_t OH, int64_t OW, const float *xr, const float *dyr,
         const __m512i x2 = _mm512_castps_si512(_mm512_maskz_loadu_ps(r2, xr + 32));
         _Pragma("GCC unroll 8") for (int kw = 0; kw < KW; kw++)
         {
-            const __m512 lo = _mm512_castsi512_ps(_mm512_alignr_epi32(x1, x0, kw));
-            const __m512 hi = _mm512_castsi512_ps(_mm512_alignr_epi32(x2, x1, kw));
+            const __m512 lo = _mm512_castsi512_ps(shifted(x1, x0, kw));
+            const __m512 hi = _mm512_castsi512_ps(shifted(x2, x1, kw));
             a0[kw] = _mm512_fmadd_ps(d0, lo, a0[kw]);
             a1[kw] = _mm512_fmadd_ps(d1, hi, a1[kw]);
         }

@@ -28,8 +28,10 @@ aspen_secs() {
 }
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cpus"
 echo "model: $CFG, batch 1; $RUNS runs each, alternating"
-d=() a=() a1=()
+source bench/hostprobe.sh
+d=() a=() a1=() sc=()
 for _ in $(seq "$RUNS"); do
+    sc+=("$("${ASPEN_HOSTPROBE:-false}" 2>/dev/null | tr ' ' / || echo '?')")
     d+=("$(OPENBLAS_CORETYPE=Cooperlake darknet speed "$CFG" "$TICS" 2>&1 | awk '/sec\/eval/ {print $2}')")
     a+=("$(aspen_secs "$THREADS")")
     a1+=("$(aspen_secs 1)")
@@ -37,6 +39,7 @@ done
 md=$(printf '%s\n' "${d[@]}" | median)
 ma=$(printf '%s\n' "${a[@]}" | median)
 ma1=$(printf '%s\n' "${a1[@]}" | median)
+echo "host before each run (2-thread scaling/round trip ns; bench/hostprobe.c): ${sc[*]}"
 printf 'darknet speed        %8.1f ms/forward   runs: %s\n' "$(echo "$md*1000" | bc -l)" "${d[*]}"
 printf 'aspen bench %d thr    %8.1f ms/forward   runs: %s\n' "$THREADS" "$(echo "$ma*1000" | bc -l)" "${a[*]}"
 printf 'aspen bench 1 thr    %8.1f ms/forward   runs: %s\n' "$(echo "$ma1*1000" | bc -l)" "${a1[*]}"

@@ -72,6 +72,26 @@ def torch_worker(batch, train, threads, steps, warmup):
     print(json.dumps({"step_seconds": med, "images_per_second": batch / med}))
 
 
+def host_scaling():
+    """(two-thread FMA scaling, cache-line round trip ns) of the host right now
+    (bench/hostprobe.c), or None."""
+    probe = os.environ.get("ASPEN_HOSTPROBE")
+    if not probe:
+        return None
+    try:
+        out = subprocess.run([probe], check=True, capture_output=True, text=True).stdout
+        ratio, ns = out.split()
+        return float(ratio), float(ns)
+    except (OSError, ValueError, subprocess.CalledProcessError):
+        return None
+
+
+def scaling_str(s):
+    if s is None:
+        return "host probe ?"
+    return "host: 2-thread scaling %.2f, round trip %.0f ns" % s
+
+
 def run_aspen(aspen, model, batch, train, threads, steps, warmup):
     cmd = [aspen, "bench", model, "--batch", str(batch), "--threads", str(threads),
            "--steps", str(steps), "--warmup", str(warmup), "--json"]
@@ -110,8 +130,9 @@ def main():
         batch, train, steps, warmup = WORKLOADS[name]
         steps = int(os.environ.get("STEPS", steps))
         warmup = int(os.environ.get("WARMUP", warmup))
-        a, p = [], []
+        a, p, sc = [], [], []
         for _ in range(runs):
+            sc.append(host_scaling())
             a.append(run_aspen(aspen, model, batch, train, threads, steps, warmup))
             p.append(run_torch(batch, train, threads, steps, warmup))
         ma, mp = statistics.median(a), statistics.median(p)
@@ -121,6 +142,8 @@ def main():
                  mp * 1e3, batch / mp, ma / mp, mp / ma))
         print("        runs (ms): aspen %s   PyTorch %s"
               % (" ".join("%.1f" % (v * 1e3) for v in a), " ".join("%.1f" % (v * 1e3) for v in p)))
+        print("        host before each pair (2-thread scaling/round trip ns): %s"
+              % " ".join("?" if s is None else "%.2f/%.0f" % s for s in sc))
 
 
 if __name__ == "__main__":

@@ -14,4 +14,5 @@ if ! /usr/bin/python3 -c 'import torch, torchvision' 2>/dev/null; then
          "(Debian packages python3-torch, python3-torchvision)" >&2
     exit 1
 fi
+source bench/hostprobe.sh
 exec /usr/bin/python3 bench/resnet50_vs_pytorch.py "$@"

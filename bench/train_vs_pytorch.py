@@ -165,6 +165,26 @@ def cpu_name():
     return platform.processor() or "unknown CPU"
 
 
+def host_scaling():
+    """(two-thread FMA scaling, cache-line round trip ns) of the host right now
+    (bench/hostprobe.c), or None."""
+    probe = os.environ.get("ASPEN_HOSTPROBE")
+    if not probe:
+        return None
+    try:
+        out = subprocess.run([probe], check=True, capture_output=True, text=True).stdout
+        ratio, ns = out.split()
+        return float(ratio), float(ns)
+    except (OSError, ValueError, subprocess.CalledProcessError):
+        return None
+
+
+def scaling_str(s):
+    if s is None:
+        return "host probe ?"
+    return "host: 2-thread scaling %.2f, round trip %.0f ns" % s
+
+
 def load():
     """The 1-minute load average: above the thread count, other work shared the cores."""
     try:
@@ -200,6 +220,7 @@ def main():
         model, threads, net, torch_threads = WORKLOADS[w]
         res = {"aspen": [], "pytorch": []}
         for r in range(runs):
+            print("  %s run %d: %s" % (w, r + 1, scaling_str(host_scaling())), flush=True)
             a = run_aspen(aspen, model, threads)
             res["aspen"].append(a)
             print("  %s run %d aspen:   %.2f s  test %.2f%%  peak RSS %s MiB  load %.1f" %

@@ -17,4 +17,5 @@ if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     echo "train_vs_pytorch: /usr/bin/python3 cannot import torch (Debian package python3-torch)" >&2
     exit 1
 fi
+source bench/hostprobe.sh
 exec /usr/bin/python3 bench/train_vs_pytorch.py "$@"

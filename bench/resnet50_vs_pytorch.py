@@ -31,6 +31,8 @@ import subprocess
 import sys
 import time
 
+from hostprobe import host_scaling
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKLOADS = {
     # name: (batch, train, default steps, default warmup)
@@ -70,26 +72,6 @@ def torch_worker(batch, train, threads, steps, warmup):
                     times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     print(json.dumps({"step_seconds": med, "images_per_second": batch / med}))
-
-
-def host_scaling():
-    """(two-thread FMA scaling, cache-line round trip ns) of the host right now
-    (bench/hostprobe.c), or None."""
-    probe = os.environ.get("ASPEN_HOSTPROBE")
-    if not probe:
-        return None
-    try:
-        out = subprocess.run([probe], check=True, capture_output=True, text=True).stdout
-        ratio, ns = out.split()
-        return float(ratio), float(ns)
-    except (OSError, ValueError, subprocess.CalledProcessError):
-        return None
-
-
-def scaling_str(s):
-    if s is None:
-        return "host probe ?"
-    return "host: 2-thread scaling %.2f, round trip %.0f ns" % s
 
 
 def run_aspen(aspen, model, batch, train, threads, steps, warmup):

@@ -43,6 +43,8 @@ import subprocess
 import sys
 import time
 
+from hostprobe import host_scaling, scaling_str
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION = os.environ.get("FASHION_DIR", "/usr/share/datasets/fashion-mnist")
 TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
@@ -163,26 +165,6 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
-
-
-def host_scaling():
-    """(two-thread FMA scaling, cache-line round trip ns) of the host right now
-    (bench/hostprobe.c), or None."""
-    probe = os.environ.get("ASPEN_HOSTPROBE")
-    if not probe:
-        return None
-    try:
-        out = subprocess.run([probe], check=True, capture_output=True, text=True).stdout
-        ratio, ns = out.split()
-        return float(ratio), float(ns)
-    except (OSError, ValueError, subprocess.CalledProcessError):
-        return None
-
-
-def scaling_str(s):
-    if s is None:
-        return "host probe ?"
-    return "host: 2-thread scaling %.2f, round trip %.0f ns" % s
 
 
 def load():

@@ -363,6 +363,13 @@ TEST(winograd_kept_matches)
                 asp_winograd_conv_kept(&g, x, kept, y1, sc, sc, ASP_ACT_RELU, 0.0f, v, nv, s, gs);
             }
             same &= !memcmp(y0, y1, sizeof(float) * NY);
+            /* every vertex holding all channels, the tiles split */
+            for (int i = 0; i < NY; i++) y1[i] = NAN;
+            asp_winograd_keep(&g, w, 0, 1, kept, s);
+            for (int v = 0; v < nv; v++)
+                asp_winograd_conv_kept_tiles(&g, x, kept, y1, sc, sc, ASP_ACT_RELU, 0.0f, v, nv, s,
+                                             gs);
+            same &= !memcmp(y0, y1, sizeof(float) * NY);
         }
         asp_isa_set(prev);
     }

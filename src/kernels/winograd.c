@@ -430,15 +430,11 @@ void asp_winograd_keep(const asp_wino_geom *g, const float *w, int vertex, int n
     }
 }
 
-void asp_winograd_conv_kept(const asp_wino_geom *g, const float *x, const void *kept, float *y,
-                            const float *scale_m, const float *bias_m, int act, float slope,
-                            int vertex, int nvertex, void *scratch, void *gemm_scratch)
+/* Channels [lo, hi) (the kept panels' rows) of tiles [t_lo, t_hi). */
+static void kept_run(const asp_wino_geom *g, const float *x, const void *kept, float *y,
+                     const asp_wino_epilogue *ep, int64_t lo, int64_t hi, int64_t t_lo,
+                     int64_t t_hi, void *scratch, void *gemm_scratch)
 {
-    const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
-    if (OH < 1 || OW < 1 || g->N < 1 || g->M < 1) return;
-    int64_t lo, hi;
-    split_m(g->M, ASP_MAX(nvertex, 1), vertex, &lo, &hi);
-    if (lo >= hi) return;
     const int fast = asp_isa_active() == ASP_ISA_AVX512;
     const int64_t slice = hi - lo, C = g->C;
     const size_t pb = kept_pos_bytes(g, slice);
@@ -447,10 +443,8 @@ void asp_winograd_conv_kept(const asp_wino_geom *g, const float *x, const void *
                     kept_chunk_tiles(g, slice), slice, NULL, NULL, NULL, NULL};
     pl.v = (float *)scratch;
     pl.mo = pl.v + WINO_P * C * pl.tc;
-    const asp_wino_epilogue ep = {scale_m, bias_m, act, slope};
-    const int64_t ntiles = g->N * wino_tiles_h(g) * wino_tiles_w(g);
-    for (int64_t t0 = 0; t0 < ntiles; t0 += pl.tc) {
-        const int64_t nt = ASP_MIN(pl.tc, ntiles - t0);
+    for (int64_t t0 = t_lo; t0 < t_hi; t0 += pl.tc) {
+        const int64_t nt = ASP_MIN(pl.tc, t_hi - t0);
         chunk_input(&pl, x, t0, nt);
         for (int p = 0; p < WINO_P; p++)
             asp_sgemm_pa(slice, nt, C, 1.0f, (const float *)((const char *)kept + p * pb), 0, 0,
@@ -461,11 +455,40 @@ void asp_winograd_conv_kept(const asp_wino_geom *g, const float *x, const void *
             const int64_t c1 = ASP_MIN(hi, c0 + WINO_CB);
             for (int64_t i = 0; i < nt; i += grp.nlanes) {
                 group_of(g, t0 + i, nt - i, &grp);
-                pl.out(g, &grp, pl.mo + (c0 - lo) * pl.tc + i, slice * pl.tc, pl.tc, c0, c1, &ep,
+                pl.out(g, &grp, pl.mo + (c0 - lo) * pl.tc + i, slice * pl.tc, pl.tc, c0, c1, ep,
                        y);
             }
         }
     }
+}
+
+void asp_winograd_conv_kept(const asp_wino_geom *g, const float *x, const void *kept, float *y,
+                            const float *scale_m, const float *bias_m, int act, float slope,
+                            int vertex, int nvertex, void *scratch, void *gemm_scratch)
+{
+    const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
+    if (OH < 1 || OW < 1 || g->N < 1 || g->M < 1) return;
+    int64_t lo, hi;
+    split_m(g->M, ASP_MAX(nvertex, 1), vertex, &lo, &hi);
+    if (lo >= hi) return;
+    const asp_wino_epilogue ep = {scale_m, bias_m, act, slope};
+    kept_run(g, x, kept, y, &ep, lo, hi, 0, g->N * wino_tiles_h(g) * wino_tiles_w(g), scratch,
+             gemm_scratch);
+}
+
+void asp_winograd_conv_kept_tiles(const asp_wino_geom *g, const float *x, const void *kept,
+                                  float *y, const float *scale_m, const float *bias_m, int act,
+                                  float slope, int vertex, int nvertex, void *scratch,
+                                  void *gemm_scratch)
+{
+    const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
+    if (OH < 1 || OW < 1 || g->N < 1 || g->M < 1) return;
+    const int64_t n = g->N * wino_tiles_h(g) * wino_tiles_w(g);
+    nvertex = ASP_MAX(nvertex, 1);
+    const int64_t t_lo = n * vertex / nvertex, t_hi = n * (vertex + 1) / nvertex;
+    if (t_lo >= t_hi) return;
+    const asp_wino_epilogue ep = {scale_m, bias_m, act, slope};
+    kept_run(g, x, kept, y, &ep, 0, g->M, t_lo, t_hi, scratch, gemm_scratch);
 }
 
 /* ------------------------------------------------------------ the rule */

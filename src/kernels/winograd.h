@@ -66,6 +66,13 @@ void asp_winograd_keep(const asp_wino_geom *g, const float *w, int vertex, int n
 void asp_winograd_conv_kept(const asp_wino_geom *g, const float *x, const void *kept, float *y,
                             const float *scale_m, const float *bias_m, int act, float slope,
                             int vertex, int nvertex, void *scratch, void *gemm_scratch);
+/* The same with every vertex keeping all M channels (asp_winograd_keep with
+ * vertex 0 of 1) and the vertices splitting the output tiles evenly instead:
+ * no input tile is transformed twice. Same bits. */
+void asp_winograd_conv_kept_tiles(const asp_wino_geom *g, const float *x, const void *kept,
+                                  float *y, const float *scale_m, const float *bias_m, int act,
+                                  float slope, int vertex, int nvertex, void *scratch,
+                                  void *gemm_scratch);
 
 /* The output channels [lo, hi) vertex `vertex` of `nvertex` computes. */
 void asp_winograd_split(int64_t M, int nvertex, int vertex, int64_t *lo, int64_t *hi);

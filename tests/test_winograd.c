@@ -140,18 +140,9 @@ static int run_wino(const wino_data *d, const float *u, int epi, int nvertex, fl
     for (int v = 0; v < nvertex; v++) {
         int64_t lo, hi;
         asp_winograd_split(d->g.M, nvertex, v, &lo, &hi);
-        /* odd vertices: their own slice of transformed weights (an inference
-         * engine's per-vertex copy); even ones: the whole u */
-        float *slice = NULL;
-        if (u && v % 2 && hi > lo) {
-            slice = malloc(sizeof(float) * 36 * (size_t)(d->g.C * (hi - lo)));
-            if (!slice) return 0;
-            asp_winograd_weights_slice(&d->g, d->w, lo, hi, slice, hi - lo);
-        }
-        asp_winograd_conv(&d->g, d->x, u ? NULL : d->w, slice ? slice : u ? u + lo : NULL,
-                          slice ? hi - lo : d->g.M, y, epi ? d->scale : NULL,
-                          epi ? d->bias : NULL, epi, 0.1f, v, nvertex, scratch, gs);
-        free(slice);
+        asp_winograd_conv(&d->g, d->x, u ? NULL : d->w, u ? u + lo : NULL, d->g.M, y,
+                          epi ? d->scale : NULL, epi ? d->bias : NULL, epi, 0.1f, v, nvertex,
+                          scratch, gs);
     }
     free(scratch);
     free(gs);

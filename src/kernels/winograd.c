@@ -203,12 +203,6 @@ void asp_winograd_weights(const asp_wino_geom *g, const float *w, float *u)
     weights_block(g, w, 0, g->M, u, g->M);
 }
 
-void asp_winograd_weights_slice(const asp_wino_geom *g, const float *w, int64_t m0, int64_t m1,
-                                float *u, int64_t ldu)
-{
-    weights_block(g, w, m0, m1, u, ldu);
-}
-
 void asp_winograd_split(int64_t M, int nvertex, int vertex, int64_t *lo, int64_t *hi)
 {
     split_m(M, nvertex, vertex, lo, hi);

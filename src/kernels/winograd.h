@@ -50,10 +50,6 @@ size_t asp_winograd_weights_bytes(const asp_wino_geom *g);
  * are constant (inference) and passed to asp_winograd_conv. Pure function. */
 void asp_winograd_weights(const asp_wino_geom *g, const float *w /* (M, C, 3, 3) */,
                           float *u /* (36, C, M) */);
-/* The same for output channels [m0, m1) only: u (36, C, ldu), channel m in
- * column m - m0 (a vertex's slice, asp_winograd_split). */
-void asp_winograd_weights_slice(const asp_wino_geom *g, const float *w, int64_t m0, int64_t m1,
-                                float *u, int64_t ldu);
 /* Inference: the transformed weights of vertex `vertex`'s channels kept
  * across runs, already packed for the GEMMs (36 packed U^T blocks), so a
  * run neither transforms nor packs them. asp_winograd_keep fills `kept`
@@ -86,7 +82,7 @@ int asp_winograd_wins_transformed(const asp_wino_geom *g);
  * Weights: u if non-NULL (w is then not read and may be NULL): transformed
  * weights of the vertex's channels [lo, hi) (asp_winograd_split), channel m
  * at column m - lo of a (36, C, ldu) array (asp_winograd_weights' u + lo with
- * ldu = M, or a slice of asp_winograd_weights_slice); otherwise w,
+ * ldu = M); otherwise w,
  * transformed block by block into the scratch (same results either way).
  * Vertex `vertex` of `nvertex` writes output channels [m0, m1) of every image,
  * the split in multiples of 16 channels; vertices share nothing but their

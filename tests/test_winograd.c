@@ -268,6 +268,11 @@ TEST(winograd_wins_rule)
     CHECK(!asp_winograd_wins(&tiny));
     CHECK(!asp_winograd_wins(&few));
     CHECK(asp_winograd_wins(&res) == (asp_isa_active() == ASP_ISA_AVX512));
+    /* kept weights win from 16 tiles (14x14), not at 4 (7x7) */
+    asp_wino_geom s14 = {1, 256, 14, 14, 256, 1, 1, 0};
+    CHECK(!asp_winograd_wins(&s14));
+    CHECK(asp_winograd_wins_transformed(&s14) == (asp_isa_active() == ASP_ISA_AVX512));
+    CHECK(!asp_winograd_wins_transformed(&few) && !asp_winograd_wins_transformed(&tiny));
 }
 
 /* wt = 1 (a backward data pass): the forward conv's (C, M, 3, 3) weights read

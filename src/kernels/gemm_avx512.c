@@ -137,19 +137,24 @@ void asp_gemm_ukr_avx512(int64_t kc, const float *a /* (kc, MR) packed */,
  * 128-bit lanes across the two halves (the usual 4-stage AVX-512 transpose). */
 static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
 {
+    /* fully unrolled (constant indices), so the arrays live in registers:
+     * left as loops GCC kept them on the stack (a fifth of a packing call) */
     __m512 t[16], u[16];
-    for (int i = 0; i < 16; i += 2) {
+    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i += 2)
+    {
         t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
     }
-    for (int i = 0; i < 16; i += 4) {
+    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i += 4)
+    {
         u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
         u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
         u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
         u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
     }
     /* u[i + j], lane l: rows i..i+3 of column 4l + j */
-    for (int j = 0; j < 4; j++) {
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)
+    {
         const __m512 a0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
         const __m512 a1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
         const __m512 b0 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
@@ -177,7 +182,12 @@ void asp_gemm_pack_t_avx512(const float *src /* (rows, kb), row stride ld */, in
                                     : _mm512_setzero_ps();
             }
             transpose16(r);
-            for (int j = 0; j < kk; j++) _mm512_mask_storeu_ps(dst + (k0 + j) * p + g, pm, r[j]);
+            if (kk == 16) {
+                _Pragma("GCC unroll 16") for (int j = 0; j < 16; j++)
+                    _mm512_mask_storeu_ps(dst + (k0 + j) * p + g, pm, r[j]);
+            } else {
+                for (int j = 0; j < kk; j++) _mm512_mask_storeu_ps(dst + (k0 + j) * p + g, pm, r[j]);
+            }
         }
     }
 }

@@ -134,18 +134,22 @@ static inline __m256i lanes(int n)
  * column q on exit (unpack pairs, shuffle fours, swap 128-bit halves). */
 static inline __attribute__((always_inline)) void transpose8(__m256 r[8])
 {
+    /* fully unrolled: constant indices keep the arrays in registers */
     __m256 t[8], u[8];
-    for (int i = 0; i < 8; i += 2) {
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i += 2)
+    {
         t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
     }
-    for (int i = 0; i < 8; i += 4) {
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i += 4)
+    {
         u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
         u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
         u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
         u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
     }
-    for (int j = 0; j < 4; j++) {
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)
+    {
         r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
         r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
     }

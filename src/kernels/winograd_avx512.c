@@ -183,17 +183,25 @@ void asp_wino_weights_avx512(const asp_wino_geom *g, const float *w, int64_t m0,
         const int nl = m1 - mb < 16 ? (int)(m1 - mb) : 16;
         const __mmask16 lm = nl == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nl) - 1u);
         for (int64_t c = 0; c < C; c++) {
+            /* unrolled: constant indices keep k and t in registers */
             __m512 k[9], t[6][3];
-            for (int e = 0; e < 9; e++) {
-                const float *base = g->wt ? w + (c * g->M + mb) * 9 + 8 - e : w + (mb * C + c) * 9 + e;
+            _Pragma("GCC unroll 9") for (int e = 0; e < 9; e++)
+            {
+                const float *base =
+                    g->wt ? w + (c * g->M + mb) * 9 + 8 - e : w + (mb * C + c) * 9 + e;
                 k[e] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lm, idx, base, 4);
             }
-            for (int j = 0; j < 3; j++)
-                for (int q = 0; q < 6; q++) t[q][j] = wt_row(k[j], k[3 + j], k[6 + j], q);
-            for (int i = 0; i < 6; i++)
-                for (int q = 0; q < 6; q++)
+            _Pragma("GCC unroll 3") for (int j = 0; j < 3; j++)
+            {
+                _Pragma("GCC unroll 6") for (int q = 0; q < 6; q++)
+                    t[q][j] = wt_row(k[j], k[3 + j], k[6 + j], q);
+            }
+            _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)
+            {
+                _Pragma("GCC unroll 6") for (int q = 0; q < 6; q++)
                     _mm512_mask_storeu_ps(u + (i * 6 + q) * C * ld + c * ld + (mb - m0), lm,
                                           wt_row(t[i][0], t[i][1], t[i][2], q));
+            }
         }
     }
 }

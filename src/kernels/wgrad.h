@@ -19,8 +19,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Whether the direct kernel takes this geometry (AVX-512 active, C*KH*KW <=
- * 32, KW <= 8, 1 <= OW <= 32, W = OW + KW - 1 <= 48). */
+/* Whether the direct kernel takes this shape (C*KH*KW <= 32, KW <= 8,
+ * 1 <= OW <= 32, W = OW + KW - 1 <= 48), whatever the ISA: what scratch is
+ * sized by, at compile time; and whether it runs now (the shape, and
+ * AVX-512 active). */
+int asp_wgrad_direct_shape(int64_t C, int64_t KH, int64_t KW, int64_t OW);
 int asp_wgrad_direct_applies(int64_t C, int64_t KH, int64_t KW, int64_t OW);
 
 /* scratch: asp_wgrad_direct_scratch(M, C, KH, KW) bytes (the accumulators of

@@ -13,10 +13,14 @@
 #include "kernels/gemm.h"
 #include "kernels/wgrad.h"
 
+int asp_wgrad_direct_shape(int64_t C, int64_t KH, int64_t KW, int64_t OW)
+{
+    return C * KH * KW <= 32 && KW <= 8 && OW >= 1 && OW <= 32 && OW + KW - 1 <= 48;
+}
+
 int asp_wgrad_direct_applies(int64_t C, int64_t KH, int64_t KW, int64_t OW)
 {
-    return asp_isa_active() == ASP_ISA_AVX512 && C * KH * KW <= 32 && KW <= 8 && OW >= 1 &&
-           OW <= 32 && OW + KW - 1 <= 48;
+    return asp_isa_active() == ASP_ISA_AVX512 && asp_wgrad_direct_shape(C, KH, KW, OW);
 }
 
 /* Lanes kw..kw+15 of the 32 in (hi, lo): valignd wants an immediate, so one

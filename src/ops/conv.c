@@ -673,12 +673,27 @@ int asp_conv2d_bwd_weight_vertices(const asp_tensor *t, const asp_node *n, int t
     return split_channels(&c, v) ? 1 : v;
 }
 
-static int wgrad_direct(const conv_geom *c);
+/* Tiny weights (LeNet's first layer) with the output channels split: the
+ * direct kernel of kernels/wgrad.h instead of im2col + GEMM. The shape alone
+ * sizes the scratch (the ISA may change between compiling and running); the
+ * kernel runs where the ISA allows it too. */
+static int wgrad_direct_shape(const conv_geom *c)
+{
+    const aspen_conv_attrs *a = &c->a;
+    return c->G == 1 && a->stride_h == 1 && a->stride_w == 1 && a->pad_h == 0 && a->pad_w == 0 &&
+           a->dilation_h == 1 && a->dilation_w == 1 &&
+           asp_wgrad_direct_shape(c->C, c->KH, c->KW, c->OW);
+}
+
+static int wgrad_direct(const conv_geom *c)
+{
+    return wgrad_direct_shape(c) && asp_wgrad_direct_applies(c->C, c->KH, c->KW, c->OW);
+}
 
 size_t asp_conv2d_bwd_weight_scratch(const asp_tensor *t, const asp_node *n)
 {
     conv_geom c = bwd_weight_geom(t, n);
-    if (wgrad_direct(&c))
+    if (wgrad_direct_shape(&c))
         return ASP_MAX(tile_bytes(&c), asp_wgrad_direct_scratch(c.M, c.C, c.KH, c.KW));
     asp_wino_geom wg;
     if (wino_shape(&c, &wg)) /* one vertex needs the most */
@@ -715,16 +730,6 @@ static void bwd_weight_block(const asp_kctx *k, const conv_geom *c, int64_t gi, 
                       k->gemm_scratch);
         }
     }
-}
-
-/* Tiny weights (LeNet's first layer) with the output channels split: the
- * direct kernel of kernels/wgrad.h instead of im2col + GEMM. */
-static int wgrad_direct(const conv_geom *c)
-{
-    const aspen_conv_attrs *a = &c->a;
-    return c->G == 1 && a->stride_h == 1 && a->stride_w == 1 && a->pad_h == 0 && a->pad_w == 0 &&
-           a->dilation_h == 1 && a->dilation_w == 1 &&
-           asp_wgrad_direct_applies(c->C, c->KH, c->KW, c->OW);
 }
 
 void asp_conv2d_bwd_weight_forward(const asp_kctx *k)

@@ -507,18 +507,15 @@ void asp_winograd_conv_kept_tiles(const asp_wino_geom *g, const float *x, const 
  * for raw weights and the AVX-512 path; the portable transforms (scalar
  * gathers) lose with AVX2 GEMMs (ASPEN_ISA=avx2: 1x64x56x56 3.62 / 3.85 ms,
  * 1x128x28x28 4.44 / 4.87), so elsewhere Winograd is not used. */
-int asp_winograd_wins(const asp_wino_geom *g)
+/* The measured rule with its tile threshold: raw weights 32, kept 16. */
+static int wins_from(const asp_wino_geom *g, int64_t min_tiles)
 {
     const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
     if (OH < 1 || OW < 1 || asp_isa_active() != ASP_ISA_AVX512) return 0;
     const int64_t tiles = g->N * wino_tiles_h(g) * wino_tiles_w(g);
-    return g->C >= 8 && g->M >= 8 && tiles >= 32;
+    return g->C >= 8 && g->M >= 8 && tiles >= min_tiles;
 }
 
-int asp_winograd_wins_transformed(const asp_wino_geom *g)
-{
-    const int64_t OH = g->H + 2 * g->pad_h - 2, OW = g->W + 2 * g->pad_w - 2;
-    if (OH < 1 || OW < 1 || asp_isa_active() != ASP_ISA_AVX512) return 0;
-    const int64_t tiles = g->N * wino_tiles_h(g) * wino_tiles_w(g);
-    return g->C >= 8 && g->M >= 8 && tiles >= 16;
-}
+int asp_winograd_wins(const asp_wino_geom *g) { return wins_from(g, 32); }
+
+int asp_winograd_wins_transformed(const asp_wino_geom *g) { return wins_from(g, 16); }

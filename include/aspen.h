@@ -246,6 +246,9 @@ typedef struct {
     size_t memory_budget; /* bytes the whole plan may use (0 = no limit): an error
                              names the smallest reachable peak when it cannot fit */
     int poison;    /* debug: fill each transient tensor with NaN when it dies */
+    int no_fuse;   /* debug: no fusion (SGD momentum and step into the gradient GEMMs,
+                      ReLU into dense GEMMs, inference batch norm into convolutions):
+                      the ops run as built, for bisecting numerics */
 } aspen_compile_opts;
 
 typedef struct {

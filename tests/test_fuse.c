@@ -38,7 +38,7 @@ static float *run_folded(int act, int threads, int *nodes, const float *vals[7])
     if (act == 1) y = aspen_relu(g, y);
     if (act == 2) y = aspen_leaky_relu(g, y, 0.1f);
     aspen_graph_output(g, y);
-    aspen_compile_opts o = {threads, 0, ASPEN_RECOMPUTE_NONE, 0, 0};
+    aspen_compile_opts o = {.threads = threads};
     aspen_program *p = NULL;
     aspen_store *s = aspen_store_new(1);
     aspen_engine *e = NULL;
@@ -134,7 +134,7 @@ TEST(fuse_packed_weights_follow_the_store)
     const aspen_conv_attrs ca = {2, 2, 1, 1, 1, 1, 1}; /* stride 2: im2col + GEMM, not Winograd */
     aspen_tensor y = aspen_conv2d(g, x, w, ASPEN_NONE, &ca);
     aspen_graph_output(g, y);
-    aspen_compile_opts o = {2, 0, ASPEN_RECOMPUTE_NONE, 0, 0};
+    aspen_compile_opts o = {.threads = 2};
     aspen_program *p = NULL;
     aspen_store *s = aspen_store_new(5);
     aspen_engine *e = NULL, *fresh = NULL;
@@ -195,7 +195,7 @@ TEST(fuse_add_relu)
         aspen_tensor xb = aspen_input(g, "b", ASPEN_F32, 4, sh);
         aspen_tensor y = aspen_relu(g, aspen_add(g, xa, xb));
         aspen_graph_output(g, y);
-        aspen_compile_opts o = {th, 0, ASPEN_RECOMPUTE_NONE, 0, 0};
+        aspen_compile_opts o = {.threads = th};
         aspen_program *p = NULL;
         aspen_store *s = aspen_store_new(1);
         aspen_engine *e = NULL;
@@ -240,7 +240,7 @@ static int tiny_conv_grad(asp_isa compile_isa, asp_isa run_isa, float *dw /* (16
     int ok = aspen_graph_backward(g, loss) == ASPEN_OK;
     aspen_tensor gw = ok ? aspen_grad(g, w) : ASPEN_NONE;
     ok = ok && aspen_graph_output(g, gw) == ASPEN_OK;
-    aspen_compile_opts o = {1, 0, ASPEN_RECOMPUTE_NONE, 0, 0};
+    aspen_compile_opts o = {.threads = 1};
     aspen_program *p = NULL;
     aspen_store *s = aspen_store_new(9);
     aspen_engine *e = NULL;
@@ -264,4 +264,98 @@ TEST(fuse_isa_switch_between_compile_and_run)
     CHECK(tiny_conv_grad(ASP_ISA_GENERIC, ASP_ISA_AVX512, a));
     CHECK(tiny_conv_grad(ASP_ISA_AVX512, ASP_ISA_AVX512, b));
     for (int i = 0; i < 16 * 25; i++) CHECK(fabsf(a[i] - b[i]) <= 1e-5f * (fabsf(b[i]) + 1e-3f));
+}
+
+/* The dense fusions (src/compiler/fuse_dense.c) on the MLP's training step:
+ * ReLU into the forward GEMM, its backward into the data-gradient GEMM, the
+ * SGD step into the weight-gradient GEMM. The fused program has none of the
+ * folded nodes left; its losses and weights after a few steps (momentum and
+ * weight decay on) are bit-identical for 1 and 2 threads and equal to the
+ * unfused program's within rounding (no_fuse also leaves the momentum
+ * unfolded, PyTorch's order of the update's additions: the last bits differ). */
+static int mlp_steps(int threads, int no_fuse, float *loss, float *w0, int *ops)
+{
+    enum { B = 8, STEPS = 4 };
+    aspen_model *m = NULL;
+    aspen_graph *g = aspen_graph_new();
+    aspen_store *s = aspen_store_new(5);
+    aspen_program *p = NULL;
+    aspen_engine *e = NULL;
+    aspen_model_io io;
+    aspen_tensor lab, lt;
+    aspen_optimizer opt = {0};
+    opt.kind = ASPEN_OPT_SGD;
+    opt.momentum = 0.9f;
+    opt.weight_decay = 1e-3f;
+    aspen_compile_opts co = {.threads = threads, .no_fuse = no_fuse};
+    int ok = g && s && aspen_model_load("models/mlp.cfg", &m) == ASPEN_OK &&
+             aspen_model_build_train(m, g, B, &opt, &io, &lab, &lt) == ASPEN_OK &&
+             aspen_compile(g, &co, &p) == ASPEN_OK &&
+             aspen_engine_new(p, s, threads, &e) == ASPEN_OK;
+    /* ops[0]: relu and relu_bwd nodes, ops[1]: separate SGD updates (sgd_update
+     * or, with the momentum folded, sgd_apply), ops[2]: dense_bwd_weight_sgd */
+    ops[0] = ops[1] = ops[2] = 0;
+    for (int i = 0; ok && i < aspen_program_node_count(p); i++) {
+        aspen_node_info ni;
+        ok = aspen_program_node_info(p, i, &ni) == ASPEN_OK;
+        ops[0] += ok && (!strcmp(ni.op, "relu") || !strcmp(ni.op, "relu_bwd"));
+        ops[1] += ok && (!strcmp(ni.op, "sgd_apply") || !strcmp(ni.op, "sgd_update"));
+        ops[2] += ok && !strcmp(ni.op, "dense_bwd_weight_sgd");
+    }
+    if (ok) {
+        float *x = aspen_engine_data(e, io.input);
+        int32_t *y = aspen_engine_data(e, lab);
+        for (int64_t i = 0; i < B * 784; i++) x[i] = (float)((i * 53) % 97) / 97.0f - 0.3f;
+        for (int i = 0; i < B; i++) y[i] = (i * 3) % 10;
+    }
+    for (int i = 0; ok && i < STEPS; i++) {
+        aspen_step st = {0.05f, i + 1};
+        ok = aspen_engine_run(e, &st) == ASPEN_OK;
+        if (ok) loss[i] = *(float *)aspen_engine_data(e, lt);
+    }
+    int idx = aspen_store_find(s, "fc0.weight");
+    ok = ok && idx >= 0;
+    if (ok) memcpy(w0, aspen_store_data(s, idx), sizeof(float) * 256 * 784);
+    aspen_engine_free(e);
+    aspen_program_free(p);
+    aspen_store_free(s);
+    aspen_graph_free(g);
+    aspen_model_free(m);
+    return ok;
+}
+
+TEST(fuse_dense_relu_and_sgd_step)
+{
+    float loss[2][2][4];
+    float *w[2][2];
+    int ops[2][2][3];
+    for (int f = 0; f < 2; f++)
+        for (int t = 0; t < 2; t++) {
+            w[f][t] = malloc(sizeof(float) * 256 * 784);
+            CHECK(w[f][t] && mlp_steps(t + 1, f, loss[f][t], w[f][t], ops[f][t]));
+        }
+    for (int t = 0; t < 2; t++) {
+        /* unfused: 2 ReLUs + 2 backward, 6 updates; fused: only the biases' */
+        CHECK_MSG(ops[1][t][0] == 4 && ops[1][t][1] == 6 && ops[1][t][2] == 0,
+                  "unfused: %d relu, %d apply, %d fused", ops[1][t][0], ops[1][t][1],
+                  ops[1][t][2]);
+        CHECK_MSG(ops[0][t][0] == 0 && ops[0][t][1] == 3 && ops[0][t][2] == 3,
+                  "fused: %d relu, %d apply, %d fused", ops[0][t][0], ops[0][t][1],
+                  ops[0][t][2]);
+        CHECK(!memcmp(loss[0][t], loss[0][0], sizeof(loss[0][0])));
+        CHECK(!memcmp(w[0][t], w[0][0], sizeof(float) * 256 * 784));
+        CHECK(!memcmp(loss[1][t], loss[1][0], sizeof(loss[0][0])));
+    }
+    /* a step that used a half-updated weight, a missing gate or update would
+     * move them by ~lr * gradient, far past these bounds */
+    for (int i = 0; i < 4; i++)
+        CHECK_MSG(fabsf(loss[0][0][i] - loss[1][0][i]) <= 1e-5f * fabsf(loss[1][0][i]),
+                  "step %d: loss %.9g fused, %.9g unfused", i + 1, loss[0][0][i], loss[1][0][i]);
+    double worst = 0;
+    for (int i = 0; i < 256 * 784; i++)
+        worst = fmax(worst, fabs(w[0][0][i] - w[1][0][i]) / (1e-3 + fabs(w[1][0][i])));
+    CHECK_MSG(worst < 1e-5, "fc0.weight differs by %g (relative)", worst);
+    CHECK(loss[0][0][3] < loss[0][0][0]);
+    for (int f = 0; f < 2; f++)
+        for (int t = 0; t < 2; t++) free(w[f][t]);
 }

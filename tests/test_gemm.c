@@ -65,9 +65,11 @@ static void problem_init(problem *p, asp_rng *r, int ta, int tb, int64_t M, int6
     if (beta == 0.0f) fill_value(p->C0, nc, NAN);
     else fill(r, p->C0, nc);
     /* relu: 0 none, 1 ReLU, 2 leaky ReLU (slope 0.1, darknet's) */
-    p->ep = (asp_epilogue){bias_m ? p->bm : NULL, bias_n ? p->bn : NULL,
-                           relu == 2 ? ASP_ACT_LEAKY : relu ? ASP_ACT_RELU : ASP_ACT_NONE,
-                           scale_m ? p->sm : NULL, 0.1f};
+    p->ep = (asp_epilogue){.bias_m = bias_m ? p->bm : NULL,
+                           .bias_n = bias_n ? p->bn : NULL,
+                           .act = relu == 2 ? ASP_ACT_LEAKY : relu ? ASP_ACT_RELU : ASP_ACT_NONE,
+                           .scale_m = scale_m ? p->sm : NULL,
+                           .slope = 0.1f};
 
     memcpy(p->Cref, p->C0, sizeof(float) * (size_t)nc);
     asp_sgemm_ref(ta, tb, M, N, K, alpha, p->A, p->lda, p->B, p->ldb, beta, p->Cref, p->ldc,
@@ -395,6 +397,89 @@ TEST(gemm_one_row_matches_full_product)
         }
         problem_free(&p);
         CHECK(!bad);
+    }
+    free(scratch);
+}
+
+/* The training epilogue (asp_epilogue's gate and upd, split_m): for every
+ * ISA, every path (tiles, transposed product, one-row GEMV, K == 0, several
+ * K blocks) and 1-3 parts, bit-identical to the plain product followed by a
+ * ReLU backward and an SGD step written out in C; the non-finite flag is
+ * raised by exactly the update that overflows. */
+static int check_gate_update(const problem *p, int nparts, int split_m, float wd, int overflow,
+                             void *scratch)
+{
+    const int64_t nc = p->M * p->ldc;
+    float *plain = run(p, 1, scratch);
+    float *gate = malloc(sizeof(float) * (size_t)nc), *w0 = malloc(sizeof(float) * (size_t)nc);
+    float *w = malloc(sizeof(float) * (size_t)nc), *want_w = malloc(sizeof(float) * (size_t)nc);
+    float *want_c = malloc(sizeof(float) * (size_t)nc), *C = malloc(sizeof(float) * (size_t)nc);
+    for (int64_t i = 0; i < nc; i++) {
+        gate[i] = (float)(i % 5) - 2.0f; /* negative, zero and positive gates */
+        w0[i] = (float)((i * 7) % 11) * 0.1f - 0.5f;
+    }
+    const int64_t last = (p->M - 1) * p->ldc + p->N - 1; /* C's last element */
+    gate[0] = NAN, gate[1] = -0.0f, gate[last] = 1.0f;
+    if (overflow) w0[last] = -3e38f; /* with wd != 0, p - lr * v overflows */
+    const float lr = overflow ? 1e38f : 0.05f;
+    for (int64_t i = 0; i < nc; i++) {
+        float v = plain[i];
+        if (!(gate[i] > 0.0f)) v = 0.0f;
+        float q = w0[i];
+        if (wd != 0.0f) v = v + wd * q;
+        q = q - lr * v;
+        const int64_t col = i % p->ldc;
+        want_c[i] = col < p->N ? v : p->C0[i];
+        want_w[i] = col < p->N ? q : w0[i];
+    }
+    memcpy(w, w0, sizeof(float) * (size_t)nc);
+    memcpy(C, p->C0, sizeof(float) * (size_t)nc);
+    uint32_t bad = 0;
+    asp_epilogue ep = p->ep;
+    ep.gate = gate, ep.ldg = p->ldc, ep.upd = w, ep.ldu = p->ldc, ep.lr = lr, ep.wd = wd;
+    ep.bad = &bad, ep.split_m = split_m;
+    for (int part = 0; part < nparts; part++)
+        asp_sgemm(p->ta, p->tb, p->M, p->N, p->K, p->alpha, p->A, p->lda, p->B, p->ldb, p->beta,
+                  C, p->ldc, &ep, part, nparts, scratch);
+    int ok = !memcmp(C, want_c, sizeof(float) * (size_t)nc) &&
+             !memcmp(w, want_w, sizeof(float) * (size_t)nc) &&
+             (bad == 0x80000000u) == (overflow != 0) && (bad & ~0x80000000u) == 0;
+    free(plain), free(gate), free(w0), free(w), free(want_w), free(want_c), free(C);
+    return ok;
+}
+
+TEST(gemm_gate_and_sgd_update)
+{
+    /* tiles; transposed (N narrow); one row times B^T (GEMV); K == 0;
+     * several K blocks; beta (the momentum buffer) read */
+    static const struct {
+        int ta, tb;
+        int64_t M, N, K;
+        float beta;
+    } cases[] = {{1, 0, 23, 45, 19, 0.9f}, {0, 0, 64, 10, 33, 0.0f}, {0, 1, 1, 37, 20, 0.5f},
+                 {1, 0, 5, 9, 0, 0.9f},    {1, 0, 9, 40, 800, 0.9f}, {0, 1, 30, 70, 25, 0.0f}};
+    asp_rng r;
+    asp_rng_seed(&r, 77);
+    void *scratch = scratch_new();
+    for (size_t c = 0; c < ASP_ARRAY_LEN(cases); c++) {
+        problem p;
+        problem_init(&p, &r, cases[c].ta, cases[c].tb, cases[c].M, cases[c].N, cases[c].K, 3,
+                     1.0f, cases[c].beta, 0, c == 5, 0, 0);
+        for (size_t t = 0; t < ASP_ARRAY_LEN(all_isas); t++) {
+            if (!asp_isa_supported(all_isas[t])) continue;
+            asp_isa prev = asp_isa_set(all_isas[t]);
+            for (int parts = 1; parts <= 3; parts++)
+                for (int variant = 0; variant < 4; variant++) {
+                    const int ok = check_gate_update(&p, parts, variant & 1,
+                                                     variant & 2 ? 1e-3f : 0.0f, variant == 3,
+                                                     scratch);
+                    CHECK_MSG(ok, "%s, case %zu (M=%lld N=%lld K=%lld), %d parts, variant %d",
+                              asp_isa_name(all_isas[t]), c, (long long)p.M, (long long)p.N,
+                              (long long)p.K, parts, variant);
+                }
+            asp_isa_set(prev);
+        }
+        problem_free(&p);
     }
     free(scratch);
 }

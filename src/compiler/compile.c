@@ -4,8 +4,9 @@
  *
  *   verify -> copy (the program owns its tensors and nodes) -> recompute
  *   (drop activations, re-run their producers in the backward pass) -> fuse
- *   (SGD momentum into the weight-gradient GEMMs; inference batch norm and
- *   ReLU into the convolution before them) -> schedule
+ *   (SGD momentum into the weight-gradient GEMMs, and a dense layer's SGD
+ *   step too; a dense layer's ReLU and its backward into its GEMMs; inference
+ *   batch norm and ReLU into the convolution before them) -> schedule
  *   (updates right after their gradients) -> memplan (liveness, in place, one
  *   arena) -> partition (vertices per node, per-thread scratch)
  *
@@ -128,8 +129,11 @@ static aspen_status compile_once(const aspen_graph *g, const aspen_compile_opts 
     p->place = asp_calloc((size_t)p->nt, sizeof(*p->place));
     p->nvertex = asp_calloc((size_t)p->nn, sizeof(*p->nvertex));
     if (!p->place || !p->nvertex) goto fail;
-    asp_pass_fuse_updates(p);
-    asp_pass_fuse_conv(p);
+    if (!o || !o->no_fuse) {
+        asp_pass_fuse_updates(p);
+        asp_pass_fuse_dense(p);
+        asp_pass_fuse_conv(p);
+    }
     st = asp_pass_schedule(p);
     if (st == ASPEN_OK) st = asp_pass_memplan(p, o ? o->no_reuse : 0);
     if (st != ASPEN_OK) goto fail;

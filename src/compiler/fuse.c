@@ -1,5 +1,6 @@
 /*
- * fuse.c - fold SGD's momentum into the weight-gradient GEMM.
+ * fuse.c - fold SGD's momentum into the weight-gradient GEMM (and the
+ * helpers the other fusion passes share).
  *
  * PyTorch's SGD keeps buf = momentum * buf + (grad + wd * p) and steps
  * p -= lr * buf. When a parameter's gradient comes straight from a weight or
@@ -51,4 +52,27 @@ void asp_pass_fuse_updates(aspen_program *p)
         p->stats.fused_updates++;
     }
     free(readers);
+}
+
+/* Helpers of the fusion passes (fuse_conv.c, fuse_dense.c). */
+
+int asp_sole_reader(const aspen_program *p, const int *readers, aspen_tensor x)
+{
+    if (p->t[x].is_output || readers[x] != 1) return -1;
+    for (int s = 0; s < p->nn; s++)
+        for (int j = 0; j < p->n[s].n_in; j++)
+            if (p->n[s].in[j] == x) return s;
+    return -1;
+}
+
+void asp_drop_nodes(aspen_program *p, const unsigned char *dead)
+{
+    int k = 0;
+    for (int s = 0; s < p->nn; s++) {
+        if (dead[s]) continue;
+        p->n[k] = p->n[s];
+        for (int o = 0; o < p->n[k].n_out; o++) p->t[p->n[k].out[o]].producer = k;
+        k++;
+    }
+    p->nn = k;
 }

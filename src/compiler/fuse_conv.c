@@ -29,16 +29,6 @@
 #include "compiler/program.h"
 #include "ops/ops.h"
 
-/* The only node reading tensor x, or -1 (none, several, or an output). */
-static int sole_reader(const aspen_program *p, const int *readers, aspen_tensor x)
-{
-    if (p->t[x].is_output || readers[x] != 1) return -1;
-    for (int s = 0; s < p->nn; s++)
-        for (int j = 0; j < p->n[s].n_in; j++)
-            if (p->n[s].in[j] == x) return s;
-    return -1;
-}
-
 void asp_pass_fuse_conv(aspen_program *p)
 {
     int *readers = asp_calloc((size_t)p->nt, sizeof(int));
@@ -54,14 +44,14 @@ void asp_pass_fuse_conv(aspen_program *p)
     for (int s = 0; s < p->nn; s++) {
         asp_node *cv = &p->n[s];
         if (cv->op != ASP_OP_CONV2D || cv->phase != ASP_PHASE_FORWARD || cv->n_in > 3) continue;
-        const int b = sole_reader(p, readers, cv->out[0]);
+        const int b = asp_sole_reader(p, readers, cv->out[0]);
         if (b < 0) continue;
         asp_node *bn = &p->n[b];
         if (bn->op != ASP_OP_BATCHNORM || bn->a.bn.training || bn->phase != ASP_PHASE_FORWARD ||
             bn->in[0] != cv->out[0] || readers[bn->out[1]] || readers[bn->out[2]] ||
             p->t[bn->out[1]].is_output || p->t[bn->out[2]].is_output)
             continue;
-        int r = sole_reader(p, readers, bn->out[0]);
+        int r = asp_sole_reader(p, readers, bn->out[0]);
         if (r >= 0 && ((p->n[r].op != ASP_OP_RELU && p->n[r].op != ASP_OP_LEAKY_RELU) ||
                        p->n[r].phase != ASP_PHASE_FORWARD))
             r = -1;
@@ -97,7 +87,7 @@ void asp_pass_fuse_conv(aspen_program *p)
         if (dead[s] || ad->op != ASP_OP_ADD || ad->phase != ASP_PHASE_FORWARD || ad->a.sh.axis ||
             asp_numel(&p->t[ad->in[0]]) != asp_numel(&p->t[ad->in[1]]))
             continue;
-        const int r = sole_reader(p, readers, ad->out[0]);
+        const int r = asp_sole_reader(p, readers, ad->out[0]);
         if (r < 0 || dead[r] || p->n[r].op != ASP_OP_RELU || p->n[r].phase != ASP_PHASE_FORWARD)
             continue;
         const aspen_tensor y = p->n[r].out[0];
@@ -109,16 +99,7 @@ void asp_pass_fuse_conv(aspen_program *p)
         dead[r] = 1;
         removed++;
     }
-    if (removed) {
-        int k = 0;
-        for (int s = 0; s < p->nn; s++) {
-            if (dead[s]) continue;
-            p->n[k] = p->n[s];
-            for (int o = 0; o < p->n[k].n_out; o++) p->t[p->n[k].out[o]].producer = k;
-            k++;
-        }
-        p->nn = k;
-    }
+    if (removed) asp_drop_nodes(p, dead);
     free(readers);
     free(dead);
 }

@@ -54,6 +54,12 @@ aspen_status asp_pass_verify(const aspen_graph *g);
 aspen_status asp_pass_schedule(aspen_program *p);
 void asp_pass_fuse_updates(aspen_program *p);
 void asp_pass_fuse_conv(aspen_program *p);
+void asp_pass_fuse_dense(aspen_program *p);
+/* For the fusion passes: the only node reading tensor x (readers[t]: how many
+ * nodes read t), or -1 (none, several, or x is an output); remove the nodes
+ * marked dead, keeping the others' order and their outputs' producers. */
+int asp_sole_reader(const aspen_program *p, const int *readers, aspen_tensor x);
+void asp_drop_nodes(aspen_program *p, const unsigned char *dead);
 enum { ASP_RECOMPUTE_NONE = 0, ASP_RECOMPUTE_NORM = 1, ASP_RECOMPUTE_SEGMENTS = 2 };
 aspen_status asp_pass_recompute(aspen_program *p, int policy, size_t segment_bytes,
                                 double *extra_macs);

@@ -1,8 +1,9 @@
 /*
  * schedule.c - the execution order. Node order from the builders is already
- * topological; this pass only moves each optimizer update as early as it may
- * run: right after its gradient is complete and after the last node that reads
- * the parameter (forward and backward - an update overwrites it in place). The
+ * topological; this pass only moves each optimizer update to where it may
+ * first run: right after its gradient is complete and after the last node that
+ * reads the parameter (forward and backward - an update overwrites it in
+ * place). The
  * gradient then dies at its update instead of living to the end of the step,
  * which is what lets the planner reuse parameter-gradient memory during the
  * backward pass (MXNet's and PyTorch's optimizers-in-backward idea).
@@ -41,13 +42,17 @@ aspen_status asp_pass_schedule(aspen_program *p)
             if (last_reader[x] > ready[i]) ready[i] = last_reader[x];
         }
     }
+    /* An update runs right after the node that makes it ready: earlier than
+     * built (the optimizer's updates all come last), or later (a weight
+     * gradient that steps SGD itself, fuse_dense.c, built before the
+     * backward data GEMM that still reads the weights). */
     int k = 0;
     for (int i = 0; i < nn; i++) {
-        if (is_update(&p->n[i]) && ready[i] < i) continue; /* emitted earlier */
+        if (is_update(&p->n[i]) && ready[i] >= 0 && ready[i] != i) continue;
         order[k++] = i;
         /* updates that become ready here, in their original order */
-        for (int u = i + 1; u < nn; u++)
-            if (is_update(&p->n[u]) && ready[u] == i) order[k++] = u;
+        for (int u = 0; u < nn; u++)
+            if (u != i && is_update(&p->n[u]) && ready[u] == i) order[k++] = u;
     }
     ASPEN_ASSERT(k == nn);
     for (int i = 0; i < nn; i++) {

@@ -41,6 +41,10 @@
  * groups, split as evenly as the groups allow. The larger of M and N is split:
  * each part re-packs the operand it shares with the other parts, and that
  * costs 1/(its own extent along the split dimension) of its arithmetic.
+ * The epilogue's split_m asks for rows regardless: a weight gradient that
+ * also steps the weights then writes each row on the thread whose forward
+ * GEMM reads it (a column split had each step move half the weights between
+ * the cores: +15% on an MLP's largest layer).
  *
  * Determinism: every element of C is reduced over K in KC blocks starting at
  * k = 0, each block summed in k order inside one register lane, and the blocks
@@ -54,6 +58,7 @@
  */
 #include "kernels/gemm.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +99,13 @@ static void gemm_ukr_generic(int64_t kc, const float *a /* (kc, GEN_MR) packed *
             if (t->bias_n) v += t->bias_n[j];
             if (t->relu == ASP_ACT_RELU && v < 0.0f) v = 0.0f;
             if (t->relu == ASP_ACT_LEAKY && !(v > 0.0f)) v = t->slope * v;
+            if (t->gate && !(t->gate[i * t->ldg + j] > 0.0f)) v = 0.0f;
+            if (t->upd) {
+                float *p = t->upd + i * t->ldu + j;
+                if (t->wd != 0.0f) v = v + t->wd * *p;
+                *p = *p - t->lr * v;
+                if (!isfinite(*p)) *t->bad |= 0x80000000u;
+            }
             ci[j] = v;
         }
     }
@@ -343,14 +355,36 @@ static void scale_block(int64_t i0, int64_t i1, int64_t j0, int64_t j1, float be
     }
 }
 
+/* The gate and update of ep over C[i0:i1, j0:j1], already final: for the
+ * paths whose kernels do not apply them (transposed product, one-row GEMV,
+ * K == 0), in the same operations as the micro-kernels. */
+static void gate_update_block(int64_t i0, int64_t i1, int64_t j0, int64_t j1, float *C,
+                              int64_t ldc, const asp_epilogue *ep)
+{
+    if (!ep || (!ep->gate && !ep->upd)) return;
+    for (int64_t i = i0; i < i1; i++) {
+        for (int64_t j = j0; j < j1; j++) {
+            float v = C[i * ldc + j];
+            if (ep->gate && !(ep->gate[i * ep->ldg + j] > 0.0f)) v = 0.0f;
+            if (ep->upd) {
+                float *p = ep->upd + i * ep->ldu + j;
+                if (ep->wd != 0.0f) v = v + ep->wd * *p;
+                *p = *p - ep->lr * v;
+                if (!isfinite(*p) && ep->bad) *ep->bad |= 0x80000000u;
+            }
+            C[i * ldc + j] = v;
+        }
+    }
+}
+
 /* The rectangle [*i0, *i1) x [*j0, *j1) of C that `part` of `nparts` owns;
  * empty when there are more parts than row/column groups. */
-static void part_range(int64_t M, int64_t N, int mr, int nr, int part, int nparts, int64_t *i0,
-                       int64_t *i1, int64_t *j0, int64_t *j1)
+static void part_range(int64_t M, int64_t N, int mr, int nr, int part, int nparts, int split_m,
+                       int64_t *i0, int64_t *i1, int64_t *j0, int64_t *j1)
 {
     *i0 = 0, *i1 = M, *j0 = 0, *j1 = N;
     if (nparts <= 1) return;
-    const int split_n = N >= M;
+    const int split_n = N >= M && !split_m;
     const int64_t unit = split_n ? nr : mr, extent = split_n ? N : M;
     const int64_t groups = (extent + unit - 1) / unit;
     const int64_t g0 = groups * part / nparts, g1 = groups * (part + 1) / nparts;
@@ -421,6 +455,10 @@ static void gemm_run(const gemm_cfg *g, const gemm_opnd *a, const gemm_opnd *b, 
     const float *scale_m = ep ? ep->scale_m : NULL;
     const int act = ep ? (int)ep->act : ASP_ACT_NONE;
     const float slope = ep ? ep->slope : 0.0f;
+    /* transposed: the gate and update run after the whole product */
+    const float *gate = ep && !tr ? ep->gate : NULL;
+    float *upd = ep && !tr ? ep->upd : NULL;
+    uint32_t bad_here = 0, *bad = ep && ep->bad ? ep->bad : &bad_here;
 
     for (int64_t jc = j0; jc < j1; jc += g->nc) {
         const int64_t nb = ASP_MIN(g->nc, j1 - jc);
@@ -441,8 +479,7 @@ static void gemm_run(const gemm_cfg *g, const gemm_opnd *a, const gemm_opnd *b, 
                         const int ncols = (int)ASP_MIN((int64_t)nr, nb - jr);
                         if (tr) {
                             /* rows here are C's columns: see store_tile_t */
-                            static const asp_gemm_tail plain = {1.0f, 0.0f, NULL, NULL,
-                                                                0,    0.0f, NULL};
+                            static const asp_gemm_tail plain = {.alpha = 1.0f};
                             const asp_gemm_tail t = {
                                 .alpha = alpha,
                                 .beta = pc == 0 ? beta : 1.0f,
@@ -466,6 +503,13 @@ static void gemm_run(const gemm_cfg *g, const gemm_opnd *a, const gemm_opnd *b, 
                             .relu = last ? act : ASP_ACT_NONE,
                             .slope = slope,
                             .scale_m = last && scale_m ? scale_m + ic + ir : NULL,
+                            .gate = last && gate ? gate + (ic + ir) * ep->ldg + jc + jr : NULL,
+                            .ldg = ep ? ep->ldg : 0,
+                            .upd = last && upd ? upd + (ic + ir) * ep->ldu + jc + jr : NULL,
+                            .ldu = ep ? ep->ldu : 0,
+                            .lr = ep ? ep->lr : 0.0f,
+                            .wd = ep ? ep->wd : 0.0f,
+                            .bad = bad,
                         };
                         g->ukr(kb, apb + ir * kb, bpb + jr * kb, C + (ic + ir) * ldc + jc + jr,
                                ldc, nrows, ncols, &t);
@@ -474,6 +518,7 @@ static void gemm_run(const gemm_cfg *g, const gemm_opnd *a, const gemm_opnd *b, 
             }
         }
     }
+    if (tr) gate_update_block(j0, j1, i0, i1, C, ldc, ep);
 }
 
 void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -486,23 +531,25 @@ void asp_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float 
     const gemm_cfg *g = &gemm_cfgs[asp_isa_active()];
 
     int64_t i0, i1, j0, j1;
-    part_range(M, N, g->mr, g->nr, part, nparts, &i0, &i1, &j0, &j1);
+    part_range(M, N, g->mr, g->nr, part, nparts, ep && ep->split_m, &i0, &i1, &j0, &j1);
     if (i0 >= i1 || j0 >= j1) return;
     if (K <= 0 || alpha == 0.0f) {
         scale_block(i0, i1, j0, j1, beta, C, ldc, ep);
+        gate_update_block(i0, i1, j0, j1, C, ldc, ep);
         return;
     }
     ASPEN_ASSERT(scratch != NULL);
     if (M == 1 && !trans_a && trans_b && g->ukr == asp_gemm_ukr_avx512) {
         /* one row times B^T (a fully connected layer at batch 1): no packing */
-        const asp_gemm_tail t = {alpha,
-                                 beta,
-                                 ep ? ep->bias_m : NULL,
-                                 ep ? ep->bias_n : NULL,
-                                 ep ? (int)ep->act : ASP_ACT_NONE,
-                                 ep ? ep->slope : 0.0f,
-                                 ep ? ep->scale_m : NULL};
+        const asp_gemm_tail t = {.alpha = alpha,
+                                 .beta = beta,
+                                 .bias_m = ep ? ep->bias_m : NULL,
+                                 .bias_n = ep ? ep->bias_n : NULL,
+                                 .relu = ep ? (int)ep->act : ASP_ACT_NONE,
+                                 .slope = ep ? ep->slope : 0.0f,
+                                 .scale_m = ep ? ep->scale_m : NULL};
         asp_gemv_t_avx512(K, g->kc, A, B, ldb, j0, j1, C, &t);
+        gate_update_block(i0, i1, j0, j1, C, ldc, ep);
         return;
     }
     if (asp_gemm_transposed(M, N)) {
@@ -556,6 +603,7 @@ void asp_sgemm_pa(int64_t M, int64_t N, int64_t K, float alpha, const float *Ap,
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         scale_block(0, M, 0, N, beta, C, ldc, ep);
+        gate_update_block(0, M, 0, N, C, ldc, ep);
         return;
     }
     ASPEN_ASSERT(scratch != NULL && Ap != NULL);
@@ -592,6 +640,7 @@ void asp_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, fl
             if (ep && ep->act == ASP_ACT_RELU && v < 0.0) v = 0.0;
             if (ep && ep->act == ASP_ACT_LEAKY && !(v > 0.0)) v = (float)v * ep->slope;
             C[i * ldc + j] = (float)v;
+            gate_update_block(i, i + 1, j, j + 1, C, ldc, ep);
         }
     }
 }

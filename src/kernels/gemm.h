@@ -37,6 +37,25 @@ typedef struct {
     asp_act act;          /* applied after the bias */
     const float *scale_m; /* (M): row i multiplied by it before the biases, or NULL */
     float slope;          /* ASP_ACT_LEAKY's */
+    /* Then, in this order (training's fused steps, src/compiler/fuse_dense.c):
+     * gate (M x N, leading dimension ldg), or NULL: v = gate[i, j] > 0 ? v : 0,
+     * a ReLU's backward with the ReLU's output as the gate (NaN: 0);
+     * upd (M x N, leading dimension ldu), or NULL: an SGD step on the
+     * parameter upd with v its momentum buffer: if wd != 0, v = v + wd * p;
+     * p = p - lr * v (unfused multiplies and adds: bit-identical to
+     * sgd_apply); if bad, *bad |= 0x80000000 when some new p is NaN or
+     * infinite (the bit asp_report_finite looks at). */
+    const float *gate;
+    int64_t ldg;
+    float *upd;
+    int64_t ldu;
+    float lr, wd;
+    uint32_t *bad;
+    /* Non-zero: the parts split C's rows even where N > M (asp_sgemm's
+     * partition, below), so a part updates the rows of upd that the same
+     * thread reads in the forward pass (a dense layer's weights there are
+     * split by rows: the columns of X W^T). */
+    int split_m;
 } asp_epilogue;
 
 /* The ISA in use (after ASPEN_ISA and CPU detection), and its name. */
@@ -93,6 +112,7 @@ void asp_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, fl
  *     if scale_m: v *= scale_m[i] (fused with the bias_m add where the ISA has FMA)
  *     if bias_m: v += bias_m[i];  if bias_n: v += bias_n[j];
  *     relu == ASP_ACT_RELU: v = max(v, 0); ASP_ACT_LEAKY: v = v > 0 ? v : slope * v
+ *     gate, upd: as asp_gemm_tail says
  * Rows i >= mr and columns j >= nr are neither read nor written. Padding rows
  * and columns of the panels hold zeros.
  */
@@ -103,6 +123,16 @@ typedef struct {
     int relu;    /* an asp_act */
     float slope; /* ASP_ACT_LEAKY's */
     const float *scale_m; /* (mr): this tile's rows, or NULL */
+    /* asp_epilogue's gate and upd at this tile's (0, 0), or NULL: after the
+     * activation, v = gate[i*ldg + j] > 0 ? v : 0; then if upd: if wd != 0,
+     * v = v + wd * p; p = p - lr * v stored to upd[i*ldu + j], and
+     * *bad |= 0x80000000 if that is NaN or infinite (no FMA). */
+    const float *gate;
+    int64_t ldg;
+    float *upd;
+    int64_t ldu;
+    float lr, wd;
+    uint32_t *bad;
 } asp_gemm_tail;
 
 typedef void (*asp_gemm_ukr)(int64_t kc, const float *a /* (kc, MR) packed */,

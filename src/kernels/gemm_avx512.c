@@ -46,6 +46,10 @@ ukr_body(int64_t kc, const float *a /* (kc, MR) packed */, const float *b /* (kc
     {
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
         if (nv == 2) _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+        if (t->upd) {
+            _mm_prefetch((const char *)(t->upd + i * t->ldu), _MM_HINT_T0);
+            if (nv == 2) _mm_prefetch((const char *)(t->upd + i * t->ldu + NR - 1), _MM_HINT_T0);
+        }
     }
     for (int64_t k = 0; k < kc; k++) {
         const __m512 b0 = _mm512_load_ps(b);
@@ -68,6 +72,7 @@ ukr_body(int64_t kc, const float *a /* (kc, MR) packed */, const float *b /* (kc
     const __m512 beta = _mm512_set1_ps(t->beta);
     const __m512 zero = _mm512_setzero_ps();
     const int read_c = t->beta != 0.0f;
+    __mmask16 bad = 0;
     __m512 bn0 = zero, bn1 = zero;
     if (t->bias_n) {
         bn0 = _mm512_maskz_loadu_ps(m0, t->bias_n);
@@ -107,9 +112,36 @@ ukr_body(int64_t kc, const float *a /* (kc, MR) packed */, const float *b /* (kc
             v0 = _mm512_mask_mul_ps(v0, _mm512_cmp_ps_mask(v0, zero, _CMP_NGT_UQ), v0, sl);
             v1 = _mm512_mask_mul_ps(v1, _mm512_cmp_ps_mask(v1, zero, _CMP_NGT_UQ), v1, sl);
         }
+        if (t->gate) {
+            /* the ReLU backward: v where gate > 0 (ordered: NaN gates give 0) */
+            const float *gi = t->gate + i * t->ldg;
+            v0 = _mm512_maskz_mov_ps(
+                _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m0, gi), zero, _CMP_GT_OQ), v0);
+            if (nv == 2)
+                v1 = _mm512_maskz_mov_ps(
+                    _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m1, gi + 16), zero, _CMP_GT_OQ), v1);
+        }
+        if (t->upd) {
+            /* SGD: v is the momentum buffer; p -= lr * (v + wd * p) */
+            float *pi = t->upd + i * t->ldu;
+            const __m512 lr = _mm512_set1_ps(t->lr), wd = _mm512_set1_ps(t->wd);
+            __m512 p0 = _mm512_maskz_loadu_ps(m0, pi);
+            if (t->wd != 0.0f) v0 = _mm512_add_ps(v0, _mm512_mul_ps(wd, p0));
+            p0 = _mm512_sub_ps(p0, _mm512_mul_ps(lr, v0));
+            _mm512_mask_storeu_ps(pi, m0, p0);
+            bad |= _mm512_mask_fpclass_ps_mask(m0, p0, 0x99); /* NaN, +-Inf */
+            if (nv == 2) {
+                __m512 p1 = _mm512_maskz_loadu_ps(m1, pi + 16);
+                if (t->wd != 0.0f) v1 = _mm512_add_ps(v1, _mm512_mul_ps(wd, p1));
+                p1 = _mm512_sub_ps(p1, _mm512_mul_ps(lr, v1));
+                _mm512_mask_storeu_ps(pi + 16, m1, p1);
+                bad |= _mm512_mask_fpclass_ps_mask(m1, p1, 0x99);
+            }
+        }
         _mm512_mask_storeu_ps(ci, m0, v0);
         if (nv == 2) _mm512_mask_storeu_ps(ci + 16, m1, v1);
     }
+    if (bad) *t->bad |= 0x80000000u;
 }
 
 #define CASE(m)                                                                    \

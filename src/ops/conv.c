@@ -402,8 +402,10 @@ static void forward_block(const asp_kctx *k, const conv_geom *c, const conv_epil
         B = col;
         ldb = p1 - p0;
     }
-    asp_epilogue ep = {e->bias ? e->bias + m0 : NULL, NULL, e->act,
-                       e->scale ? e->scale + m0 : NULL, e->slope};
+    asp_epilogue ep = {.bias_m = e->bias ? e->bias + m0 : NULL,
+                       .act = e->act,
+                       .scale_m = e->scale ? e->scale + m0 : NULL,
+                       .slope = e->slope};
     float *yb = y + (n * c->M + m0) * c->P + p0;
     if (ap) {
         asp_sgemm_pa(r1 - r0, p1 - p0, Kd, 1.0f, ap, tr, 0, B, ldb, 0.0f, yb, c->P, &ep,

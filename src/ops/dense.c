@@ -49,7 +49,9 @@ void asp_dense_forward(const asp_kctx *k)
 {
     const asp_tensor *x = ASP_TIN(k, 0), *w = ASP_TIN(k, 1);
     int64_t N = x->shape[0], K = x->shape[1], M = w->shape[0];
-    asp_epilogue ep = {NULL, k->node->n_in == 3 ? ASP_IN(k, 2) : NULL, ASP_ACT_NONE, NULL, 0.0f};
+    /* a.sh.axis == 1: a ReLU folded in (src/compiler/fuse_dense.c) */
+    const asp_epilogue ep = {.bias_n = k->node->n_in == 3 ? ASP_IN(k, 2) : NULL,
+                             .act = k->node->a.sh.axis == 1 ? ASP_ACT_RELU : ASP_ACT_NONE};
     asp_sgemm(0, 1, N, M, K, 1.0f, ASP_IN(k, 0), K, ASP_IN(k, 1), K, 0.0f, ASP_OUT(k, 0), M, &ep,
               k->vertex, k->nvertex, k->gemm_scratch);
 }
@@ -84,7 +86,9 @@ void asp_dense_bwd_data_forward(const asp_kctx *k)
 {
     const asp_tensor *dy = ASP_TIN(k, 0), *w = ASP_TIN(k, 1);
     int64_t N = dy->shape[0], M = dy->shape[1], K = w->shape[1];
-    asp_sgemm(0, 0, N, K, M, 1.0f, ASP_IN(k, 0), M, ASP_IN(k, 1), K, 0.0f, ASP_OUT(k, 0), K, NULL,
+    /* in[2]: the output of a ReLU whose backward is folded in (fuse_dense.c) */
+    const asp_epilogue ep = {.gate = k->node->n_in == 3 ? ASP_IN(k, 2) : NULL, .ldg = K};
+    asp_sgemm(0, 0, N, K, M, 1.0f, ASP_IN(k, 0), M, ASP_IN(k, 1), K, 0.0f, ASP_OUT(k, 0), K, &ep,
               k->vertex, k->nvertex, k->gemm_scratch);
 }
 
@@ -104,6 +108,52 @@ void asp_dense_bwd_weight_forward(const asp_kctx *k)
     /* beta: SGD momentum folded into the gradient (src/compiler/fuse.c), else 0 */
     asp_sgemm(1, 0, M, K, N, 1.0f, ASP_IN(k, 0), M, ASP_IN(k, 1), K, k->node->a.sh.beta,
               ASP_OUT(k, 0), K, NULL, k->vertex, k->nvertex, k->gemm_scratch);
+}
+
+double asp_dense_bwd_macs(const asp_tensor *t, const asp_node *n);
+
+/* The weight gradient that also steps SGD (src/compiler/fuse_dense.c):
+ * in (p, dy, x), out the momentum buffer,
+ *   buf = dy^T x + momentum * buf;  buf += wd * p;  p -= lr * buf
+ * the last two in the GEMM's epilogue while the tile is in registers, so
+ * neither the separate update nor its pass over p and buf exist. */
+void asp_dense_bwd_weight_sgd_forward(const asp_kctx *k)
+{
+    const asp_tensor *dy = ASP_TIN(k, 1), *x = ASP_TIN(k, 2);
+    const aspen_optimizer *o = &k->node->a.opt;
+    int64_t N = dy->shape[0], M = dy->shape[1], K = x->shape[1];
+    uint32_t bad = 0;
+    const asp_epilogue ep = {.upd = ASP_IN(k, 0),
+                             .ldu = K,
+                             .lr = k->step->lr,
+                             .wd = o->weight_decay,
+                             .bad = &bad,
+                             .split_m = 1};
+    asp_sgemm(1, 0, M, K, N, 1.0f, ASP_IN(k, 1), M, ASP_IN(k, 2), K, o->momentum, ASP_OUT(k, 0),
+              K, &ep, k->vertex, k->nvertex, k->gemm_scratch);
+    asp_report_finite(k, bad);
+}
+
+/* The same node without the parameter in front: what the plain ops see. */
+static asp_node unfused(const asp_node *n)
+{
+    asp_node m = *n;
+    m.in[0] = n->in[1];
+    m.in[1] = n->in[2];
+    m.n_in = 2;
+    return m;
+}
+
+int asp_dense_bwd_weight_sgd_vertices(const asp_tensor *t, const asp_node *n, int threads)
+{
+    const asp_node m = unfused(n);
+    return gemm_vertices(t, &m, threads);
+}
+
+double asp_dense_bwd_weight_sgd_macs(const asp_tensor *t, const asp_node *n)
+{
+    const asp_node m = unfused(n);
+    return asp_dense_bwd_macs(t, &m);
 }
 
 int asp_dense_vertices(const asp_tensor *t, const asp_node *n, int threads)

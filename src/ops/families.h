@@ -18,6 +18,8 @@ INFER(asp_dense_infer) FWD(asp_dense_forward) BWD(asp_dense_backward) VERT(asp_d
 MACS(asp_dense_bwd_macs) MACS(asp_conv2d_bwd_data_macs) MACS(asp_conv2d_bwd_weight_macs)
 MACS(asp_dense_macs) INFER(asp_dense_bwd_data_infer) FWD(asp_dense_bwd_data_forward)
 INFER(asp_dense_bwd_weight_infer) FWD(asp_dense_bwd_weight_forward)
+FWD(asp_dense_bwd_weight_sgd_forward) VERT(asp_dense_bwd_weight_sgd_vertices)
+MACS(asp_dense_bwd_weight_sgd_macs)
 INFER(asp_bias_grad_infer) VERT(asp_bias_grad_vertices) FWD(asp_bias_grad_forward)
 /* conv.c */
 INFER(asp_conv2d_infer) VERT(asp_conv2d_vertices) SCR(asp_conv2d_scratch)

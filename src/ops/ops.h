@@ -57,6 +57,7 @@
     X(SGD_UPDATE, 60) \
     X(ADAM_UPDATE, 61) \
     X(SGD_APPLY, 62) \
+    X(DENSE_BWD_WEIGHT_SGD, 63) \
     /* ONNX (src/ops/onnx_*.c), ids 80-139 */ \
     X(EXP, 80) \
     X(LOG, 81) \

@@ -70,6 +70,16 @@ struct aspen_engine {
     asp_isa packed_isa;      /* ... for this ISA */
 };
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* How long a thread spins at a barrier before it starts yielding its core. */
+#define ASP_BARRIER_SPIN_NS 100000.0
+
 static void barrier(aspen_engine *e, worker *w)
 {
     w->sense = !w->sense;
@@ -78,8 +88,14 @@ static void barrier(aspen_engine *e, worker *w)
         atomic_store(&e->bar_sense, w->sense);
         return;
     }
-    for (int spins = 0; atomic_load(&e->bar_sense) != w->sense; spins++)
-        if (spins > 4000) sched_yield();
+    double t0 = 0.0;
+    for (int spins = 1; atomic_load(&e->bar_sense) != w->sense; spins++) {
+        cpu_relax();
+        if (spins % 256) continue;
+        const double t = asp_now();
+        if (t0 == 0.0) t0 = t;
+        else if ((t - t0) * 1e9 > ASP_BARRIER_SPIN_NS) sched_yield();
+    }
 }
 
 /* Debug mode: fill the memory of every transient tensor group whose last
@@ -163,12 +179,6 @@ static void run_program(aspen_engine *e, worker *w)
 /* How long an idle worker spins before it sleeps. */
 #define ASP_IDLE_SPIN_NS 200000.0
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
 
 /* Wait until the run counter differs from seen; returns its new value. */
 static uint64_t wait_for_run(aspen_engine *e, uint64_t seen)

@@ -93,7 +93,8 @@ static aspen_status build(const aspen_model *m, aspen_graph *g, int64_t batch, i
  * parameter they update), since the schedule moves updates; ops the compiler
  * adds count for their layer and phase. */
 static aspen_status count_vertices(const aspen_graph *g, int threads, int *vert,
-                                   int64_t *vertices, int64_t *edges, aspen_plan_stats *ps)
+                                   int64_t *vertices, int64_t *edges, int *compiled,
+                                   aspen_plan_stats *ps)
 {
     aspen_compile_opts co = {.threads = threads};
     aspen_program *p = NULL;
@@ -116,6 +117,7 @@ static aspen_status count_vertices(const aspen_graph *g, int threads, int *vert,
             by_in[gi.in[0]] = i;
     }
     int pn = aspen_program_node_count(p);
+    *compiled = pn;
     *vertices = *edges = 0;
     for (int i = 0; i < pn && st == ASPEN_OK; i++) {
         aspen_node_info pi, gi;
@@ -323,6 +325,7 @@ int cmd_graph(int argc, char **argv)
         }
     }
     int64_t nv = 0, ne = 0;
+    int compiled = 0; /* nodes of the compiled program (fusion removes some) */
     aspen_plan_stats ps;
     memset(&ps, 0, sizeof(ps));
     if (vertices) {
@@ -330,7 +333,7 @@ int cmd_graph(int argc, char **argv)
             rc = cli_fail(ASPEN_ENOMEM);
             goto done;
         }
-        if ((st = count_vertices(g, threads, vert, &nv, &ne, &ps)) != ASPEN_OK) {
+        if ((st = count_vertices(g, threads, vert, &nv, &ne, &compiled, &ps)) != ASPEN_OK) {
             rc = graph_fail(g, st);
             goto done;
         }
@@ -353,8 +356,8 @@ int cmd_graph(int argc, char **argv)
            aspen_model_name(m), train ? "training" : "inference", batch, nn, nph[0], nph[1], nph[2],
            nlayers, aspen_graph_tensor_count(g));
     if (vertices)
-        printf("vertices %lld, edges %lld (planned for %d thread%s)\n", (long long)nv,
-               (long long)ne, threads, threads == 1 ? "" : "s");
+        printf("vertices %lld, edges %lld over %d compiled nodes (planned for %d thread%s)\n",
+               (long long)nv, (long long)ne, compiled, threads, threads == 1 ? "" : "s");
     if (out)
         printf("wrote %s: %d layer clusters drawn, %d repeated block%s drawn once (%d layers "
                "elided), %d boxes, %d arrows\n",
@@ -376,6 +379,7 @@ int cmd_graph(int argc, char **argv)
         }
         if (vertices) {
             cJSON_AddNumberToObject(o, "threads", threads);
+            cJSON_AddNumberToObject(o, "compiled_nodes", compiled);
             cJSON_AddNumberToObject(o, "vertices", (double)nv);
             cJSON_AddNumberToObject(o, "edges", (double)ne);
         }

@@ -301,3 +301,53 @@ TEST(smallnet_engine_sleeping_workers_wake_and_agree)
     CHECK(same_bits(one, idle, STEPS));
     CHECK(one[STEPS - 1] < one[0]);
 }
+
+/* aspen_engine_run_fed: the feed runs once on every thread, with its index,
+ * and all of it before the first op (the op reads everything fed). */
+typedef struct {
+    float *x;
+    int64_t n;
+    int calls[4], threads;
+} feed_log;
+
+static void feed_halves(void *arg, int t, int threads)
+{
+    feed_log *f = arg;
+    f->calls[t]++;
+    f->threads = threads;
+    for (int64_t i = f->n * t / threads; i < f->n * (t + 1) / threads; i++)
+        f->x[i] = (float)(i % 7) - 3.0f;
+}
+
+TEST(smallnet_engine_feed_runs_on_every_thread_first)
+{
+    enum { NX = 4096 };
+    for (int threads = 1; threads <= 3; threads++) {
+        aspen_graph *g = aspen_graph_new();
+        const int64_t xs[1] = {NX};
+        aspen_tensor x = aspen_input(g, "x", ASPEN_F32, 1, xs);
+        aspen_tensor y = aspen_relu(g, x);
+        aspen_graph_output(g, y);
+        aspen_compile_opts o = {.threads = threads};
+        aspen_program *p = NULL;
+        aspen_store *s = aspen_store_new(1);
+        aspen_engine *e = NULL;
+        int ok = aspen_compile(g, &o, &p) == ASPEN_OK &&
+                 aspen_engine_new(p, s, threads, &e) == ASPEN_OK;
+        feed_log f = {ok ? aspen_engine_data(e, x) : NULL, NX, {0}, 0};
+        const aspen_step st = {0.0f, 1};
+        for (int run = 0; ok && run < 3; run++) {
+            if (run) memset(f.x, 0, sizeof(float) * NX);
+            ok = aspen_engine_run_fed(e, &st, feed_halves, &f) == ASPEN_OK;
+            const float *out = aspen_engine_data(e, y);
+            for (int64_t i = 0; ok && i < NX; i++) ok = out[i] == fmaxf((float)(i % 7) - 3.0f, 0.0f);
+        }
+        for (int t = 0; t < 4; t++) ok = ok && f.calls[t] == (t < threads ? 3 : 0);
+        ok = ok && f.threads == threads;
+        aspen_engine_free(e);
+        aspen_store_free(s);
+        aspen_program_free(p);
+        aspen_graph_free(g);
+        CHECK_MSG(ok, "%d threads", threads);
+    }
+}

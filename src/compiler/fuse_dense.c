@@ -17,6 +17,9 @@
  *                               (p, dy, x), an update (it runs after the last
  *                               reader of p, see schedule.c)
  *
+ * And a reshape that flattens a graph input for a dense layer is dropped:
+ * the GEMMs read the input as it is.
+ *
  * Each result is bit-identical to the unfused nodes' (same operations, see
  * asp_epilogue in kernels/gemm.h). An MLP training step has 25 nodes; these
  * remove 7 of them, and with them 7 barriers and the passes over the
@@ -94,6 +97,31 @@ void asp_pass_fuse_dense(aspen_program *p)
             dead[u] = 1;
             removed++;
         }
+    }
+    /* A reshape of a graph input read only by dense GEMMs (an MLP's
+     * flattening of its images): the GEMMs read the input itself (the dense
+     * ops take all but the first dimension as a row), no copy. */
+    for (int s = 0; s < p->nn; s++) {
+        const asp_node *r = &p->n[s];
+        if (dead[s] || r->op != ASP_OP_RESHAPE || r->phase != ASP_PHASE_FORWARD) continue;
+        const aspen_tensor x = r->in[0], y = r->out[0];
+        if (p->t[x].kind != ASP_T_INPUT || p->t[y].is_output || p->t[x].ndim < 2 ||
+            p->t[y].ndim != 2 || p->t[x].shape[0] != p->t[y].shape[0])
+            continue;
+        int ok = 1;
+        for (int q = 0; q < p->nn && ok; q++)
+            for (int j = 0; j < p->n[q].n_in && ok; j++)
+                if (p->n[q].in[j] == y && !dead[q])
+                    ok = (p->n[q].op == ASP_OP_DENSE && j == 0) ||
+                         (p->n[q].op == ASP_OP_DENSE_BWD_WEIGHT && j == 1) ||
+                         (p->n[q].op == ASP_OP_DENSE_BWD_WEIGHT_SGD && j == 2);
+        if (!ok) continue;
+        for (int q = 0; q < p->nn; q++)
+            for (int j = 0; j < p->n[q].n_in; j++)
+                if (p->n[q].in[j] == y) p->n[q].in[j] = x;
+        p->t[y].producer = -1;
+        dead[s] = 1;
+        removed++;
     }
     if (removed) asp_drop_nodes(p, dead);
     free(readers);

@@ -15,6 +15,11 @@
 #include "kernels/gemm.h"
 #include "ops/ops.h"
 
+/* The length of a row of x: its second dimension, or all but the first of a
+ * 4-D input a reshape would have flattened (fuse_dense.c drops the reshape of
+ * a graph input: a network's first dense layer reads the images as stored). */
+static int64_t row_len(const asp_tensor *x) { return asp_numel(x) / x->shape[0]; }
+
 /* One vertex per 4096 outputs or per 256K multiply-accumulates, whichever
  * gives more: a classifier at batch 1 (1000 outputs from 2048 inputs) is a
  * memory-bound read of its weights that both threads should share. */
@@ -22,7 +27,7 @@ static int gemm_vertices(const asp_tensor *t, const asp_node *n, int threads)
 {
     const asp_tensor *x = &t[n->in[0]];
     int64_t numel = asp_numel(&t[n->out[0]]);
-    int64_t k = x->ndim == 2 ? x->shape[1] : 1;
+    int64_t k = x->ndim >= 2 ? row_len(x) : 1;
     int64_t v = ASP_MAX(numel / 4096, numel * k / (1 << 18)) + 1;
     return v < threads ? (int)v : threads;
 }
@@ -48,7 +53,7 @@ aspen_status asp_dense_infer(const aspen_graph *g, const asp_node *n, asp_tensor
 void asp_dense_forward(const asp_kctx *k)
 {
     const asp_tensor *x = ASP_TIN(k, 0), *w = ASP_TIN(k, 1);
-    int64_t N = x->shape[0], K = x->shape[1], M = w->shape[0];
+    int64_t N = x->shape[0], K = row_len(x), M = w->shape[0];
     /* a.sh.axis == 1: a ReLU folded in (src/compiler/fuse_dense.c) */
     const asp_epilogue ep = {.bias_n = k->node->n_in == 3 ? ASP_IN(k, 2) : NULL,
                              .act = k->node->a.sh.axis == 1 ? ASP_ACT_RELU : ASP_ACT_NONE};
@@ -104,7 +109,7 @@ aspen_status asp_dense_bwd_weight_infer(const aspen_graph *g, const asp_node *n,
 void asp_dense_bwd_weight_forward(const asp_kctx *k)
 {
     const asp_tensor *dy = ASP_TIN(k, 0), *x = ASP_TIN(k, 1);
-    int64_t N = dy->shape[0], M = dy->shape[1], K = x->shape[1];
+    int64_t N = dy->shape[0], M = dy->shape[1], K = row_len(x);
     /* beta: SGD momentum folded into the gradient (src/compiler/fuse.c), else 0 */
     asp_sgemm(1, 0, M, K, N, 1.0f, ASP_IN(k, 0), M, ASP_IN(k, 1), K, k->node->a.sh.beta,
               ASP_OUT(k, 0), K, NULL, k->vertex, k->nvertex, k->gemm_scratch);
@@ -121,7 +126,7 @@ void asp_dense_bwd_weight_sgd_forward(const asp_kctx *k)
 {
     const asp_tensor *dy = ASP_TIN(k, 1), *x = ASP_TIN(k, 2);
     const aspen_optimizer *o = &k->node->a.opt;
-    int64_t N = dy->shape[0], M = dy->shape[1], K = x->shape[1];
+    int64_t N = dy->shape[0], M = dy->shape[1], K = row_len(x);
     uint32_t bad = 0;
     const asp_epilogue ep = {.upd = ASP_IN(k, 0),
                              .ldu = K,
@@ -171,7 +176,7 @@ double asp_dense_macs(const asp_tensor *t, const asp_node *n)
 double asp_dense_bwd_macs(const asp_tensor *t, const asp_node *n)
 {
     const asp_tensor *dy = &t[n->in[0]], *other = &t[n->in[1]];
-    return (double)dy->shape[0] * (double)dy->shape[1] * (double)other->shape[1];
+    return (double)dy->shape[0] * (double)dy->shape[1] * (double)row_len(other);
 }
 
 /* db (C) = sum of dy (N, C, ...) over every axis but 1; vertices split C.

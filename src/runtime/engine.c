@@ -63,6 +63,8 @@ struct aspen_engine {
     const aspen_step *step;
     double *prof;  /* per node: seconds summed over the profiled runs */
     int profiling; /* aspen_engine_set_profile */
+    void (*feed)(void *, int, int); /* aspen_engine_run_fed's, this run, or NULL */
+    void *feed_arg;
     char *packed;  /* weights kept packed across runs (p->packed_bytes) */
     int packed_fresh;       /* this run: the packed weights are current */
     int packed_valid;       /* some run packed them ... */
@@ -143,6 +145,10 @@ static void run_program(aspen_engine *e, worker *w)
     k.seed = aspen_store_seed(e->store);
     k.nonfinite = &e->nonfinite;
     k.packed_fresh = e->packed_fresh;
+    if (e->feed) {
+        e->feed(e->feed_arg, w->tid, e->threads);
+        if (e->threads > 1) barrier(e, w);
+    }
     double *prof = w->tid == 0 && e->profiling ? e->prof : NULL;
     double last = prof ? asp_now() : 0.0;
     for (int i = 0; i < p->nn; i++) {
@@ -366,8 +372,16 @@ int aspen_engine_threads(const aspen_engine *e) { return e->threads; }
 
 aspen_status aspen_engine_run(aspen_engine *e, const aspen_step *s)
 {
+    return aspen_engine_run_fed(e, s, NULL, NULL);
+}
+
+aspen_status aspen_engine_run_fed(aspen_engine *e, const aspen_step *s,
+                                  void (*feed)(void *arg, int thread, int threads), void *arg)
+{
     if (!e || !s) return asp_err(ASPEN_EINVAL, "engine run: no engine or step");
     e->step = s;
+    e->feed = feed; /* published to the workers by start_workers' seq_cst bump */
+    e->feed_arg = arg;
     atomic_store_explicit(&e->nonfinite, 0, memory_order_relaxed);
     /* packed weights: current unless the store or the ISA changed since */
     const uint64_t version = asp_store_version(e->store);

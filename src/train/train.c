@@ -437,15 +437,38 @@ static void shuffle(trainer *tr, int epoch)
     }
 }
 
-/* Copy piece q of batch b of the epoch's order into an engine's input buffers. */
-static void fill_piece(const trainer *tr, int64_t b, int q, float *in, int32_t *lab)
+/* Copy images [i0, i1) of piece q of batch b of the epoch's order into an
+ * engine's input buffers. */
+static void fill_rows(const trainer *tr, int64_t b, int q, float *in, int32_t *lab, int64_t i0,
+                      int64_t i1)
 {
     const aspen_dataset *d = tr->data;
-    for (int64_t i = 0; i < tr->piece; i++) {
+    for (int64_t i = i0; i < i1; i++) {
         int64_t src = tr->perm[b * tr->o->batch + q * tr->piece + i];
         memcpy(in + i * tr->isz, d->x + src * tr->isz, (size_t)tr->isz * sizeof(float));
         if (lab) lab[i] = d->y[src];
     }
+}
+
+static void fill_piece(const trainer *tr, int64_t b, int q, float *in, int32_t *lab)
+{
+    fill_rows(tr, b, q, in, lab, 0, tr->piece);
+}
+
+/* aspen_engine_run_fed's feed: thread t of T copies its share of a piece. */
+typedef struct {
+    const trainer *tr;
+    int64_t b;
+    int q;
+    float *in;
+    int32_t *lab;
+} piece_feed;
+
+static void feed_piece(void *arg, int t, int threads)
+{
+    const piece_feed *f = arg;
+    const int64_t n = f->tr->piece;
+    fill_rows(f->tr, f->b, f->q, f->in, f->lab, n * t / threads, n * (t + 1) / threads);
 }
 
 /* Start loading the images of piece q of batch b while the step before it
@@ -491,11 +514,11 @@ static aspen_status run_batch(trainer *tr, aspen_train_state *ts, float lr, nonf
     double batch_loss = 0.0;
     int flagged = 0;
     for (int q = 0; q < tr->pieces; q++) {
-        fill_piece(tr, ts->batch, q, in, lab);
+        piece_feed f = {tr, ts->batch, q, in, lab};
         if (q + 1 < tr->pieces) prefetch_piece(tr, ts->batch, q + 1);
         else prefetch_piece(tr, ts->batch + 1, 0);
         aspen_step s = {lr, ++ts->step};
-        aspen_status st = aspen_engine_run(t->eng, &s);
+        aspen_status st = aspen_engine_run_fed(t->eng, &s, feed_piece, &f);
         if (st != ASPEN_OK) return st;
         flagged |= asp_engine_nonfinite(t->eng);
         if (!isfinite(*lossp)) {

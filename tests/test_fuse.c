@@ -359,3 +359,96 @@ TEST(fuse_dense_relu_and_sgd_step)
     for (int f = 0; f < 2; f++)
         for (int t = 0; t < 2; t++) free(w[f][t]);
 }
+
+/* A small convolution's weight gradient summed over fixed image groups
+ * (src/compiler/split_wgrad.c): the program holds conv2d_bwd_weight_part and
+ * sum_parts, the gradient matches the sum over all images computed in double,
+ * and it is bit-identical for 1, 2 and 3 threads. */
+enum { GN = 6, GC = 3, GH = 9, GM = 4, GK = 3, GO = 4 }; /* stride 2: 9 -> 4 */
+
+static int split_wgrad_run(int threads, const float *xv, const float *wv, const float *tv,
+                           float *dw, int *split)
+{
+    aspen_graph *g = aspen_graph_new();
+    const int64_t xs[4] = {GN, GC, GH, GH}, ws[4] = {GM, GC, GK, GK}, ts[4] = {GN, GM, GO, GO};
+    const aspen_init z = {ASPEN_INIT_ZEROS, 0};
+    aspen_tensor x = aspen_input(g, "x", ASPEN_F32, 4, xs), w = aspen_param(g, "w", 4, ws, z);
+    aspen_tensor t = aspen_input(g, "t", ASPEN_F32, 4, ts);
+    const aspen_conv_attrs ca = {2, 2, 0, 0, 1, 1, 1};
+    aspen_tensor loss = aspen_mse(g, aspen_conv2d(g, x, w, ASPEN_NONE, &ca), t);
+    int ok = aspen_graph_backward(g, loss) == ASPEN_OK;
+    aspen_tensor gw = ok ? aspen_grad(g, w) : ASPEN_NONE;
+    ok = ok && aspen_graph_output(g, gw) == ASPEN_OK;
+    aspen_compile_opts o = {.threads = threads};
+    aspen_program *p = NULL;
+    aspen_store *s = aspen_store_new(3);
+    aspen_engine *e = NULL;
+    ok = ok && aspen_compile(g, &o, &p) == ASPEN_OK &&
+         aspen_engine_new(p, s, threads, &e) == ASPEN_OK;
+    *split = 0;
+    for (int i = 0; ok && i < aspen_program_node_count(p); i++) {
+        aspen_node_info ni;
+        ok = aspen_program_node_info(p, i, &ni) == ASPEN_OK;
+        *split += ok && (!strcmp(ni.op, "conv2d_bwd_weight_part") || !strcmp(ni.op, "sum_parts"));
+    }
+    if (ok) {
+        memcpy(aspen_engine_data(e, x), xv, sizeof(float) * GN * GC * GH * GH);
+        memcpy(aspen_engine_data(e, w), wv, sizeof(float) * GM * GC * GK * GK);
+        memcpy(aspen_engine_data(e, t), tv, sizeof(float) * GN * GM * GO * GO);
+    }
+    const aspen_step step = {0.0f, 1};
+    ok = ok && aspen_engine_run(e, &step) == ASPEN_OK;
+    if (ok) memcpy(dw, aspen_engine_data(e, gw), sizeof(float) * GM * GC * GK * GK);
+    aspen_engine_free(e);
+    aspen_store_free(s);
+    aspen_program_free(p);
+    aspen_graph_free(g);
+    return ok;
+}
+
+TEST(split_wgrad_matches_reference_and_threads)
+{
+    static float xv[GN * GC * GH * GH], wv[GM * GC * GK * GK], tv[GN * GM * GO * GO];
+    for (int i = 0; i < GN * GC * GH * GH; i++) xv[i] = (float)((i * 37) % 23) / 23.0f - 0.4f;
+    for (int i = 0; i < GM * GC * GK * GK; i++) wv[i] = (float)((i * 11) % 13) / 13.0f - 0.5f;
+    for (int i = 0; i < GN * GM * GO * GO; i++) tv[i] = (float)((i * 7) % 5) / 5.0f;
+    /* reference: y = conv(x, w), dy = 2 (y - t) / numel, dW = sum_n dy (*) x */
+    static double y[GN][GM][GO][GO], want[GM][GC][GK][GK];
+    memset(want, 0, sizeof(want));
+    for (int n = 0; n < GN; n++)
+        for (int m = 0; m < GM; m++)
+            for (int oh = 0; oh < GO; oh++)
+                for (int ow = 0; ow < GO; ow++) {
+                    double v = 0;
+                    for (int c = 0; c < GC; c++)
+                        for (int kh = 0; kh < GK; kh++)
+                            for (int kw = 0; kw < GK; kw++)
+                                v += (double)wv[((m * GC + c) * GK + kh) * GK + kw] *
+                                     xv[((n * GC + c) * GH + 2 * oh + kh) * GH + 2 * ow + kw];
+                    y[n][m][oh][ow] = v;
+                }
+    for (int n = 0; n < GN; n++)
+        for (int m = 0; m < GM; m++)
+            for (int oh = 0; oh < GO; oh++)
+                for (int ow = 0; ow < GO; ow++) {
+                    const double dy = 2.0 *
+                                      (y[n][m][oh][ow] - tv[((n * GM + m) * GO + oh) * GO + ow]) /
+                                      (GN * GM * GO * GO);
+                    for (int c = 0; c < GC; c++)
+                        for (int kh = 0; kh < GK; kh++)
+                            for (int kw = 0; kw < GK; kw++)
+                                want[m][c][kh][kw] +=
+                                    dy * xv[((n * GC + c) * GH + 2 * oh + kh) * GH + 2 * ow + kw];
+                }
+    float dw[3][GM * GC * GK * GK];
+    for (int th = 1; th <= 3; th++) {
+        int split = 0;
+        CHECK(split_wgrad_run(th, xv, wv, tv, dw[th - 1], &split));
+        CHECK_MSG(split == 2, "%d threads: %d split nodes", th, split);
+        CHECK(!memcmp(dw[th - 1], dw[0], sizeof(dw[0])));
+    }
+    const double *wf = &want[0][0][0][0];
+    for (int i = 0; i < GM * GC * GK * GK; i++)
+        CHECK_MSG(fabs(dw[0][i] - wf[i]) <= 1e-5 * (1 + fabs(wf[i])), "dW[%d] %.9g, want %.9g", i,
+                  dw[0][i], wf[i]);
+}

@@ -6,7 +6,8 @@
  *   (drop activations, re-run their producers in the backward pass) -> fuse
  *   (SGD momentum into the weight-gradient GEMMs, and a dense layer's SGD
  *   step too; a dense layer's ReLU and its backward into its GEMMs; inference
- *   batch norm and ReLU into the convolution before them) -> schedule
+ *   batch norm and ReLU into the convolution before them) -> split (small
+ *   convolutions' weight gradients summed over fixed image groups) -> schedule
  *   (updates right after their gradients) -> memplan (liveness, in place, one
  *   arena) -> partition (vertices per node, per-thread scratch)
  *
@@ -125,15 +126,16 @@ static aspen_status compile_once(const aspen_graph *g, const aspen_compile_opts 
     double extra = 0;
     st = asp_pass_recompute(p, policy, segment_bytes, &extra);
     if (st != ASPEN_OK) goto fail;
-    st = ASPEN_ENOMEM;
-    p->place = asp_calloc((size_t)p->nt, sizeof(*p->place));
-    p->nvertex = asp_calloc((size_t)p->nn, sizeof(*p->nvertex));
-    if (!p->place || !p->nvertex) goto fail;
     if (!o || !o->no_fuse) {
         asp_pass_fuse_updates(p);
         asp_pass_fuse_dense(p);
         asp_pass_fuse_conv(p);
     }
+    asp_pass_split_wgrad(p);
+    st = ASPEN_ENOMEM;
+    p->place = asp_calloc((size_t)p->nt, sizeof(*p->place));
+    p->nvertex = asp_calloc((size_t)p->nn, sizeof(*p->nvertex));
+    if (!p->place || !p->nvertex) goto fail;
     st = asp_pass_schedule(p);
     if (st == ASPEN_OK) st = asp_pass_memplan(p, o ? o->no_reuse : 0);
     if (st != ASPEN_OK) goto fail;

@@ -55,6 +55,7 @@ aspen_status asp_pass_schedule(aspen_program *p);
 void asp_pass_fuse_updates(aspen_program *p);
 void asp_pass_fuse_conv(aspen_program *p);
 void asp_pass_fuse_dense(aspen_program *p);
+void asp_pass_split_wgrad(aspen_program *p);
 /* For the fusion passes: the only node reading tensor x (readers[t]: how many
  * nodes read t), or -1 (none, several, or x is an output); remove the nodes
  * marked dead, keeping the others' order and their outputs' producers. */

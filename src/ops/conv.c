@@ -766,6 +766,81 @@ void asp_conv2d_bwd_weight_forward(const asp_kctx *k)
     }
 }
 
+/* ---- the weight gradient in fixed image groups (src/compiler/split_wgrad.c)
+ *
+ * conv2d_bwd_weight_part: vertex v sums the gradient of the images
+ * [N*v/parts, N*(v+1)/parts) into slice v of its output (parts x the weight's
+ * shape), every input channel and output channel of them; sum_parts then adds
+ * the slices in order (+ beta * dW). A thread reads only the images whose
+ * activations and output gradients it computed itself (the elementwise and
+ * convolution ops before split their work by images the same way), where the
+ * channel split had both threads read every image: with the cores' caches
+ * far apart that cost LeNet's largest node +60%. The group count is fixed at
+ * compile time, so the bits do not depend on the thread count. */
+#define WGRAD_PARTS 2
+
+int asp_conv2d_bwd_weight_parts(const asp_tensor *t, const asp_node *n)
+{
+    conv_geom c = bwd_weight_geom(t, n);
+    asp_wino_geom wg;
+    if (use_winograd_bw(&c, &wg) || wgrad_direct_shape(&c) || c.N < 2 * WGRAD_PARTS) return 0;
+    /* small images (the per-image GEMMs are short) and small weights (the
+     * slices and their sum stay cheap next to the GEMMs) */
+    const double wbytes = (double)c.M * (double)(c.Cg * c.KK) * sizeof(float);
+    if (c.P > 1024 || wbytes * WGRAD_PARTS > 4.0 * 1024 * 1024) return 0;
+    return WGRAD_PARTS;
+}
+
+aspen_status asp_conv2d_bwd_weight_part_infer(const aspen_graph *g, const asp_node *n,
+                                              asp_tensor **out)
+{
+    int64_t shape[4] = {n->a.sh.axis * n->a.sh.shape[0], n->a.sh.shape[1], n->a.sh.shape[2],
+                        n->a.sh.shape[3]};
+    asp_set_shape(out[0], ASPEN_F32, 4, shape);
+    return ASPEN_OK;
+}
+
+int asp_conv2d_bwd_weight_part_vertices(const asp_tensor *t, const asp_node *n, int threads)
+{
+    return n->a.sh.axis;
+}
+
+size_t asp_conv2d_bwd_weight_part_scratch(const asp_tensor *t, const asp_node *n)
+{
+    conv_geom c = bwd_weight_geom(t, n);
+    return tile_bytes(&c);
+}
+
+void asp_conv2d_bwd_weight_part_forward(const asp_kctx *k)
+{
+    conv_geom c = bwd_weight_geom(k->t, k->node);
+    const asp_im2col_geom ig = im2col_geom(&c);
+    const float *dy = ASP_IN(k, 0) /* (N, M, OH, OW) */, *x = ASP_IN(k, 1) /* (N, C, H, W) */;
+    const int64_t T = tile_p(&c), Kd = c.Cg * c.KK;
+    const int64_t n0 = c.N * k->vertex / k->nvertex, n1 = c.N * (k->vertex + 1) / k->nvertex;
+    float *dw = ASP_OUT(k, 0) + (int64_t)k->vertex * c.M * Kd; /* slice v: (M, Cg, KH, KW) */
+    float *col = k->scratch;
+    for (int64_t gi = 0; gi < c.G; gi++) {
+        float *dwg = dw + gi * c.Mg * Kd;
+        for (int64_t n = n0; n < n1; n++) {
+            const float *xr = x + (n * c.C + gi * c.Cg) * c.H * c.W;
+            const float *dyr = dy + (n * c.M + gi * c.Mg) * c.P;
+            for (int64_t p0 = 0, p1; p0 < c.P; p0 = p1) {
+                p1 = ASP_MIN(c.P, p0 + T);
+                const float *B = xr + p0;
+                int64_t ldb = c.P;
+                if (!is_pointwise(&c)) {
+                    asp_im2col_range(&ig, xr, c.Cg, p0, p1, col);
+                    B = col;
+                    ldb = p1 - p0;
+                }
+                asp_sgemm(0, 1, c.Mg, Kd, p1 - p0, 1.0f, dyr + p0, c.P, B, ldb,
+                          n > n0 || p0 ? 1.0f : 0.0f, dwg, Kd, NULL, 0, 1, k->gemm_scratch);
+            }
+        }
+    }
+}
+
 /* The backward GEMMs do as many multiply-accumulates as the forward one. */
 static double geom_macs(const conv_geom *c)
 {

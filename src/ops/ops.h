@@ -58,6 +58,8 @@
     X(ADAM_UPDATE, 61) \
     X(SGD_APPLY, 62) \
     X(DENSE_BWD_WEIGHT_SGD, 63) \
+    X(CONV2D_BWD_WEIGHT_PART, 64) \
+    X(SUM_PARTS, 65) \
     /* ONNX (src/ops/onnx_*.c), ids 80-139 */ \
     X(EXP, 80) \
     X(LOG, 81) \
@@ -215,6 +217,11 @@ void asp_set_shape(asp_tensor *dst, aspen_dtype dt, int ndim, const int64_t *sha
 int asp_vertices_elementwise(const asp_tensor *t, const asp_node *n, int threads);
 /* infer: output 0 takes input 0's dtype and shape. */
 aspen_status asp_infer_like_input(const aspen_graph *g, const asp_node *n, asp_tensor **out);
+
+/* How many fixed image groups a convolution's weight gradient (node n, op
+ * conv2d_bwd_weight) is best summed in (conv.c: conv2d_bwd_weight_part and
+ * sum_parts), or 0: keep the single op. A function of the shapes only. */
+int asp_conv2d_bwd_weight_parts(const asp_tensor *t, const asp_node *n);
 
 #include "ops/families.h"
 

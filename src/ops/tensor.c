@@ -294,3 +294,34 @@ aspen_status asp_reshape_backward(aspen_graph *g, const asp_node *n, const aspen
     din[0] = asp_graph_node(g, ASP_OP_RESHAPE, 1, &dout[0], &at, NULL);
     return g->err;
 }
+
+/* out = in[0] slice 0 + slice 1 + ... (a.sh.axis slices of out's size, added
+ * in order), + a.sh.beta * out when beta != 0 (SGD momentum folded in): the
+ * weight gradient summed over fixed image groups (conv.c, split_wgrad.c). */
+void asp_sum_parts_forward(const asp_kctx *k)
+{
+    const int64_t n = asp_numel(ASP_TOUT(k, 0));
+    const int parts = k->node->a.sh.axis;
+    const float beta = k->node->a.sh.beta;
+    const float *restrict in = ASP_IN(k, 0);
+    float *restrict out = ASP_OUT(k, 0);
+    int64_t lo, hi;
+    asp_split(n, k->nvertex, k->vertex, 16, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) {
+        float v = in[i];
+        for (int q = 1; q < parts; q++) v += in[q * n + i];
+        out[i] = beta != 0.0f ? beta * out[i] + v : v;
+    }
+}
+
+int asp_sum_parts_vertices(const asp_tensor *t, const asp_node *n, int threads)
+{
+    int64_t v = asp_numel(&t[n->out[0]]) / 16384 + 1;
+    return v < threads ? (int)v : threads;
+}
+
+aspen_status asp_sum_parts_infer(const aspen_graph *g, const asp_node *n, asp_tensor **out)
+{
+    asp_set_shape(out[0], ASPEN_F32, n->a.sh.ndim, n->a.sh.shape);
+    return ASPEN_OK;
+}

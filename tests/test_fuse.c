@@ -452,3 +452,67 @@ TEST(split_wgrad_matches_reference_and_threads)
         CHECK_MSG(fabs(dw[0][i] - wf[i]) <= 1e-5 * (1 + fabs(wf[i])), "dW[%d] %.9g, want %.9g", i,
                   dw[0][i], wf[i]);
 }
+
+/* conv -> ReLU folded in training, and max-pool backward -> ReLU backward
+ * (fuse_conv.c): no relu or relu_bwd node is left, and the loss and both
+ * gradients are bit-identical to the unfused program's, for 1 and 2 threads. */
+static int conv_relu_pool_grads(int threads, int no_fuse, float *out /* loss, dx, dw */,
+                                int *relus)
+{
+    enum { NX = 4 * 3 * 10 * 10, NW = 6 * 3 * 3 * 3 };
+    aspen_graph *g = aspen_graph_new();
+    const int64_t xs[4] = {4, 3, 10, 10}, ws[4] = {6, 3, 3, 3}, bs[1] = {6}, ts[4] = {4, 6, 4, 4};
+    const aspen_init u = {ASPEN_INIT_UNIFORM, 0.5f};
+    aspen_tensor x = aspen_param(g, "x", 4, xs, u), w = aspen_param(g, "w", 4, ws, u);
+    aspen_tensor b = aspen_param(g, "b", 1, bs, u), t = aspen_param(g, "t", 4, ts, u);
+    const aspen_conv_attrs ca = {1, 1, 0, 0, 1, 1, 1};
+    const aspen_pool_attrs pa = {.kernel_h = 2, .kernel_w = 2, .stride_h = 2, .stride_w = 2};
+    aspen_tensor y = aspen_maxpool2d(g, aspen_relu(g, aspen_conv2d(g, x, w, b, &ca)), &pa);
+    aspen_tensor loss = aspen_mse(g, y, t);
+    int ok = aspen_graph_backward(g, loss) == ASPEN_OK;
+    aspen_tensor gx = ok ? aspen_grad(g, x) : ASPEN_NONE, gw = ok ? aspen_grad(g, w) : ASPEN_NONE;
+    ok = ok && aspen_graph_output(g, loss) == ASPEN_OK && aspen_graph_output(g, gx) == ASPEN_OK &&
+         aspen_graph_output(g, gw) == ASPEN_OK;
+    aspen_compile_opts o = {.threads = threads, .no_fuse = no_fuse};
+    aspen_program *p = NULL;
+    aspen_store *s = aspen_store_new(21);
+    aspen_engine *e = NULL;
+    ok = ok && aspen_compile(g, &o, &p) == ASPEN_OK &&
+         aspen_engine_new(p, s, threads, &e) == ASPEN_OK;
+    *relus = 0;
+    for (int i = 0; ok && i < aspen_program_node_count(p); i++) {
+        aspen_node_info ni;
+        ok = aspen_program_node_info(p, i, &ni) == ASPEN_OK;
+        *relus += ok && (!strcmp(ni.op, "relu") || !strcmp(ni.op, "relu_bwd"));
+    }
+    const aspen_step step = {0.0f, 1};
+    ok = ok && aspen_engine_run(e, &step) == ASPEN_OK;
+    if (ok) {
+        out[0] = *(float *)aspen_engine_data(e, loss);
+        memcpy(out + 1, aspen_engine_data(e, gx), sizeof(float) * NX);
+        memcpy(out + 1 + NX, aspen_engine_data(e, gw), sizeof(float) * NW);
+    }
+    aspen_engine_free(e);
+    aspen_store_free(s);
+    aspen_program_free(p);
+    aspen_graph_free(g);
+    return ok;
+}
+
+TEST(fuse_conv_relu_and_pool_backward_in_training)
+{
+    enum { NOUT = 1 + 4 * 3 * 10 * 10 + 6 * 3 * 3 * 3 };
+    static float got[2][2][NOUT];
+    int relus[2][2];
+    for (int f = 0; f < 2; f++)
+        for (int t = 0; t < 2; t++)
+            CHECK(conv_relu_pool_grads(t + 1, f, got[f][t], &relus[f][t]));
+    for (int t = 0; t < 2; t++) {
+        CHECK_MSG(relus[0][t] == 0 && relus[1][t] == 2, "relu nodes: fused %d, unfused %d",
+                  relus[0][t], relus[1][t]);
+        for (int f = 0; f < 2; f++) CHECK(!memcmp(got[f][t], got[0][0], sizeof(got[0][0])));
+    }
+    int nonzero = 0;
+    for (int i = 1; i < NOUT; i++) nonzero += got[0][0][i] != 0.0f;
+    CHECK(got[0][0][0] > 0.0f && nonzero > NOUT / 10);
+}

@@ -17,7 +17,10 @@
  * loaded checkpoint or a training engine sharing the store is seen at once.
  *
  * Also add -> relu (a residual block's end, training too): the add applies
- * the ReLU as it writes (a.sh.axis = 1 on the add), one pass instead of two.
+ * the ReLU as it writes (a.sh.axis = 1 on the add), one pass instead of two;
+ * conv -> ReLU without a batch norm (training too: a.sh.axis = 1, 2 for a
+ * leaky one, on the plain conv node); and max-pool backward -> ReLU backward
+ * over the same activation (a.sh.axis = 1 on the pool's backward).
  *
  * Only where nothing else can observe the difference: the conv output and
  * the batch norm output (when a ReLU is folded) have that single reader and
@@ -46,6 +49,21 @@ void asp_pass_fuse_conv(aspen_program *p)
         if (cv->op != ASP_OP_CONV2D || cv->phase != ASP_PHASE_FORWARD || cv->n_in > 3) continue;
         const int b = asp_sole_reader(p, readers, cv->out[0]);
         if (b < 0) continue;
+        if ((p->n[b].op == ASP_OP_RELU || p->n[b].op == ASP_OP_LEAKY_RELU) &&
+            p->n[b].phase == ASP_PHASE_FORWARD && !cv->a.sh.axis) {
+            /* conv -> ReLU (training too: the ReLU's backward reads its output) */
+            const int leaky = p->n[b].op == ASP_OP_LEAKY_RELU;
+            cv->a.sh.axis = leaky ? 2 : 1;
+            cv->a.sh.slope = leaky ? p->n[b].a.leaky.slope : 0.0f;
+            const aspen_tensor y = p->n[b].out[0];
+            p->t[cv->out[0]].producer = -1;
+            readers[cv->out[0]] = 0;
+            cv->out[0] = y;
+            p->t[y].producer = s;
+            dead[b] = 1;
+            removed++;
+            continue;
+        }
         asp_node *bn = &p->n[b];
         if (bn->op != ASP_OP_BATCHNORM || bn->a.bn.training || bn->phase != ASP_PHASE_FORWARD ||
             bn->in[0] != cv->out[0] || readers[bn->out[1]] || readers[bn->out[2]] ||
@@ -96,6 +114,30 @@ void asp_pass_fuse_conv(aspen_program *p)
         ad->out[0] = y;
         p->t[y].producer = s;
         ad->a.sh.axis = 1;
+        dead[r] = 1;
+        removed++;
+    }
+    /* max-pool backward -> ReLU backward, where the pool's input is the ReLU's
+     * output: the gradient flows only to the window maxima, and through the
+     * ReLU only where that maximum is positive; the pool gates it itself
+     * (a.sh.axis = 1), one pass over the largest gradient instead of two. */
+    for (int s = 0; s < p->nn; s++) {
+        asp_node *mp = &p->n[s];
+        if (dead[s] || mp->op != ASP_OP_MAXPOOL2D_BWD || mp->phase != ASP_PHASE_BACKWARD ||
+            mp->a.sh.axis)
+            continue;
+        const int r = asp_sole_reader(p, readers, mp->out[0]);
+        if (r < 0 || dead[r] || p->n[r].op != ASP_OP_RELU_BWD ||
+            p->n[r].phase != ASP_PHASE_BACKWARD || p->n[r].in[0] != mp->out[0] ||
+            p->n[r].in[1] != mp->in[1])
+            continue;
+        const aspen_tensor y = p->n[r].out[0];
+        p->t[mp->out[0]].producer = -1;
+        readers[mp->out[0]] = 0;
+        readers[mp->in[1]]--;
+        mp->out[0] = y;
+        p->t[y].producer = s;
+        mp->a.sh.axis = 1;
         dead[r] = 1;
         removed++;
     }

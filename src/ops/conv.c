@@ -169,7 +169,9 @@ static conv_epilogue make_epilogue(const asp_kctx *k, const conv_geom *c)
 {
     const asp_node *n = k->node;
     conv_epilogue e = {NULL, has_bias(n) ? ASP_IN(k, 2) : NULL, ASP_ACT_NONE, 0.0f};
-    if (!bn_folded(n)) return e;
+    e.act = n->a.sh.axis == 2 ? ASP_ACT_LEAKY : n->a.sh.axis ? ASP_ACT_RELU : ASP_ACT_NONE;
+    e.slope = n->a.sh.slope;
+    if (!bn_folded(n)) return e; /* a folded ReLU alone (fuse_conv.c) */
     const int o = has_bias(n);
     const float *gamma = ASP_IN(k, 2 + o), *beta = ASP_IN(k, 3 + o);
     const float *rmean = ASP_IN(k, 4 + o), *rvar = ASP_IN(k, 5 + o);
@@ -183,8 +185,6 @@ static conv_epilogue make_epilogue(const asp_kctx *k, const conv_geom *c)
     }
     e.scale = scale;
     e.bias = shift;
-    e.act = n->a.sh.axis == 2 ? ASP_ACT_LEAKY : n->a.sh.axis ? ASP_ACT_RELU : ASP_ACT_NONE;
-    e.slope = n->a.sh.slope;
     return e;
 }
 

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "kernels/gemm.h"
+#include "kernels/vec.h"
 #include "ops/normpool_avx512.h"
 #include "ops/ops.h"
 
@@ -267,11 +268,20 @@ int asp_pool_bwd_vertices(const asp_tensor *t, const asp_node *n, int threads)
     return v < threads ? (int)v : threads;
 }
 
+/* A ReLU's backward folded into the pool's (fuse_conv.c: the pool's input x
+ * is the ReLU's output): dx = x > 0 ? dx : 0 over a plane still in cache,
+ * relu_bwd's own expression. */
+static void relu_gate(const float *x, float *dx, int64_t n)
+{
+    ASP_VEC16_2(0, n, x, dx, dx, a > 0.0f ? b : 0.0f);
+}
+
 void asp_maxpool2d_bwd_forward(const asp_kctx *k)
 {
     pool_geom p = geom(k->node->a.sh.shape, &k->node->a.sh.pool);
     const float *dy = ASP_IN(k, 0), *x = ASP_IN(k, 1);
     float *dx = ASP_OUT(k, 0);
+    const int gate = k->node->a.sh.axis == 1;
     int64_t lo, hi;
     asp_split(p.planes, k->nvertex, k->vertex, 1, &lo, &hi);
     const int simd = pool_avx512();
@@ -283,13 +293,16 @@ void asp_maxpool2d_bwd_forward(const asp_kctx *k)
                 asp_maxpool2x2_bwd_plane_avx512(p.H, p.W, p.OH, p.OW, xp, dyp, dxp);
             else
                 maxpool2x2_bwd_plane(&p, xp, dyp, dxp);
+            if (gate) relu_gate(xp, dxp, p.H * p.W);
         }
         return;
     }
     if (simd && asp_maxpool_avx512_fits(&p.a, 1)) {
-        for (int64_t pl = lo; pl < hi; pl++)
+        for (int64_t pl = lo; pl < hi; pl++) {
             asp_maxpool_bwd_plane_avx512(&p.a, p.H, p.W, p.OH, p.OW, x + pl * p.H * p.W,
                                          dy + pl * p.OH * p.OW, dx + pl * p.H * p.W);
+            if (gate) relu_gate(x + pl * p.H * p.W, dx + pl * p.H * p.W, p.H * p.W);
+        }
         return;
     }
     for (int64_t pl = lo; pl < hi; pl++) {
@@ -310,6 +323,7 @@ void asp_maxpool2d_bwd_forward(const asp_kctx *k)
                         }
                 if (arg >= 0) dxp[arg] += dyp[oy * p.OW + ox];
             }
+        if (gate) relu_gate(xp, dxp, p.H * p.W);
     }
 }
 

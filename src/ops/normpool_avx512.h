@@ -48,9 +48,10 @@ void asp_maxpool_plane_avx512(const aspen_pool_attrs *a, int64_t H, int64_t W, i
 void asp_maxpool_bwd_plane_avx512(const aspen_pool_attrs *a, int64_t H, int64_t W, int64_t OH,
                                   int64_t OW, const float *x, const float *dy, float *dx);
 
-/* The 2x2, stride 2, unpadded max pool with windows inside the plane. */
+/* The 2x2, stride 2, unpadded max pool with windows inside the plane; gate:
+ * a ReLU backward folded in, dx = x > 0 ? dx : 0 (fuse_conv.c). */
 void asp_maxpool2x2_plane_avx512(int64_t W, int64_t OH, int64_t OW, const float *x, float *y);
 void asp_maxpool2x2_bwd_plane_avx512(int64_t H, int64_t W, int64_t OH, int64_t OW,
-                                     const float *x, const float *dy, float *dx);
+                                     const float *x, const float *dy, float *dx, int gate);
 
 #endif

@@ -289,10 +289,11 @@ void asp_maxpool2d_bwd_forward(const asp_kctx *k)
         for (int64_t pl = lo; pl < hi; pl++) {
             const float *xp = x + pl * p.H * p.W, *dyp = dy + pl * p.OH * p.OW;
             float *dxp = dx + pl * p.H * p.W;
-            if (simd)
-                asp_maxpool2x2_bwd_plane_avx512(p.H, p.W, p.OH, p.OW, xp, dyp, dxp);
-            else
-                maxpool2x2_bwd_plane(&p, xp, dyp, dxp);
+            if (simd) {
+                asp_maxpool2x2_bwd_plane_avx512(p.H, p.W, p.OH, p.OW, xp, dyp, dxp, gate);
+                continue;
+            }
+            maxpool2x2_bwd_plane(&p, xp, dyp, dxp);
             if (gate) relu_gate(xp, dxp, p.H * p.W);
         }
         return;

@@ -292,7 +292,7 @@ void asp_maxpool2x2_plane_avx512(int64_t W, int64_t OH, int64_t OW, const float 
  * c, d, m and winner masks as the scalar code, and each keeps dy where it is
  * the winner. Columns past 2 * OW and rows past 2 * OH get 0. */
 void asp_maxpool2x2_bwd_plane_avx512(int64_t H, int64_t W, int64_t OH, int64_t OW,
-                                     const float *x, const float *dy, float *dx)
+                                     const float *x, const float *dy, float *dx, int gate)
 {
     const __mmask16 ev = 0x5555;
     const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
@@ -316,8 +316,14 @@ void asp_maxpool2x2_bwd_plane_avx512(int64_t H, int64_t W, int64_t OH, int64_t O
             __mmask16 wa = ~(wb | wc | wd);
             __m256 g8 = _mm256_maskz_loadu_ps((__mmask8)lanes16((cols - j) / 2), g + j / 2);
             __m512 gv = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(g8));
-            _mm512_mask_storeu_ps(d0 + j, k, _mm512_maskz_mov_ps((wa & ev) | (wb & ~ev), gv));
-            _mm512_mask_storeu_ps(d1 + j, k, _mm512_maskz_mov_ps((wc & ev) | (wd & ~ev), gv));
+            __mmask16 k0 = (wa & ev) | (wb & ~ev), k1 = (wc & ev) | (wd & ~ev);
+            if (gate) {
+                /* a folded ReLU backward: where x > 0 (ordered) */
+                k0 &= _mm512_cmp_ps_mask(v0, _mm512_setzero_ps(), _CMP_GT_OQ);
+                k1 &= _mm512_cmp_ps_mask(v1, _mm512_setzero_ps(), _CMP_GT_OQ);
+            }
+            _mm512_mask_storeu_ps(d0 + j, k, _mm512_maskz_mov_ps(k0, gv));
+            _mm512_mask_storeu_ps(d1 + j, k, _mm512_maskz_mov_ps(k1, gv));
         }
         for (int64_t ix = cols; ix < W; ix++) d0[ix] = d1[ix] = 0.0f;
     }

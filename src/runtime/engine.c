@@ -5,7 +5,8 @@
  * thread walks the whole schedule; at each node, thread t runs vertices
  * t, t+T, t+2T, ... then all threads meet at a barrier before the next node.
  * One thread takes no barrier and wakes nobody. The barriers between nodes
- * spin briefly, then yield (2-core machines may be shared). Between runs a
+ * spin up to 100 us, then yield (at once with more threads than cores:
+ * 2-core machines may be shared). Between runs a
  * worker first spins on the run counter for ASP_IDLE_SPIN_NS, then sleeps on
  * a condition variable: a trainer's runs follow each other within tens of
  * microseconds, so the next run usually finds the workers awake and starts
@@ -49,6 +50,7 @@ struct aspen_engine {
     char *arena, *io, *scratch, *gemm;
     size_t gemm_bytes;
     int threads;
+    int oversubscribed; /* more threads than cores */
     worker *w;
     pthread_t *tids;
     int started;
@@ -79,7 +81,10 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* How long a thread spins at a barrier before it starts yielding its core. */
+/* How long a thread spins at a barrier before it starts yielding its core
+ * (with more threads than cores: at once, the thread it waits for may need
+ * that core). Yielding after a few microseconds cost an MLP step 10% in
+ * sched_yield calls while the other thread finished a longer share. */
 #define ASP_BARRIER_SPIN_NS 100000.0
 
 static void barrier(aspen_engine *e, worker *w)
@@ -96,7 +101,7 @@ static void barrier(aspen_engine *e, worker *w)
         if (spins % 256) continue;
         const double t = asp_now();
         if (t0 == 0.0) t0 = t;
-        else if ((t - t0) * 1e9 > ASP_BARRIER_SPIN_NS) sched_yield();
+        else if (e->oversubscribed || (t - t0) * 1e9 > ASP_BARRIER_SPIN_NS) sched_yield();
     }
 }
 
@@ -259,6 +264,7 @@ aspen_status aspen_engine_new(const aspen_program *p, aspen_store *store, int th
     e->p = p;
     e->store = store;
     e->threads = threads > 0 ? threads : asp_cpu_count();
+    e->oversubscribed = e->threads > asp_cpu_count();
     e->gemm_bytes = p->uses_gemm ? asp_align_up(asp_gemm_scratch_bytes()) : 0;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);

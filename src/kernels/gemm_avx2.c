@@ -23,6 +23,41 @@
 #define MR ASP_GEMM_AVX2_MR
 #define NR ASP_GEMM_AVX2_NR
 
+/* The training epilogue (asp_gemm_tail's gate and upd) over the tile just
+ * stored, still in L1, out of the inlined body (compile time). */
+static __attribute__((noinline)) void tile_gate_update(float *c, int64_t ldc, int mr, int nr,
+                                                       const asp_gemm_tail *t)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 lr = _mm256_set1_ps(t->lr), wd = _mm256_set1_ps(t->wd);
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256 bad = zero;
+    for (int i = 0; i < mr; i++) {
+        for (int j = 0; j < nr; j += 8) {
+            const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - j), iota);
+            float *ci = c + i * ldc + j;
+            __m256 v = _mm256_maskload_ps(ci, m);
+            if (t->gate) {
+                /* the ReLU backward: v where gate > 0 (ordered: NaN gates give 0) */
+                const __m256 g = _mm256_maskload_ps(t->gate + i * t->ldg + j, m);
+                v = _mm256_and_ps(v, _mm256_cmp_ps(g, zero, _CMP_GT_OQ));
+            }
+            if (t->upd) {
+                /* SGD: v is the momentum buffer; p -= lr * (v + wd * p) */
+                float *pi = t->upd + i * t->ldu + j;
+                __m256 p = _mm256_maskload_ps(pi, m);
+                if (t->wd != 0.0f) v = _mm256_add_ps(v, _mm256_mul_ps(wd, p));
+                p = _mm256_sub_ps(p, _mm256_mul_ps(lr, v));
+                _mm256_maskstore_ps(pi, m, p);
+                /* p - p: +0 for a finite p (and masked-off lanes), NaN otherwise */
+                bad = _mm256_or_ps(bad, _mm256_sub_ps(p, p));
+            }
+            _mm256_maskstore_ps(ci, m, v);
+        }
+    }
+    if (_mm256_movemask_ps(_mm256_cmp_ps(bad, zero, _CMP_UNORD_Q))) *t->bad |= 0x80000000u;
+}
+
 static inline __attribute__((always_inline)) void
 ukr_body(int64_t kc, const float *a /* (kc, MR) packed */, const float *b /* (kc, NR) packed */,
          float *c /* (mr, nr), row stride ldc */, int64_t ldc, const int mr /* rows computed */,
@@ -65,7 +100,6 @@ ukr_body(int64_t kc, const float *a /* (kc, MR) packed */, const float *b /* (kc
     const __m256 beta = _mm256_set1_ps(t->beta);
     const __m256 zero = _mm256_setzero_ps();
     const int read_c = t->beta != 0.0f;
-    __m256 bad = zero;
     __m256 bn0 = zero, bn1 = zero;
     if (t->bias_n) {
         bn0 = _mm256_maskload_ps(t->bias_n, m0);
@@ -105,38 +139,10 @@ ukr_body(int64_t kc, const float *a /* (kc, MR) packed */, const float *b /* (kc
             v0 = _mm256_blendv_ps(v0, _mm256_mul_ps(v0, sl), _mm256_cmp_ps(v0, zero, _CMP_NGT_UQ));
             v1 = _mm256_blendv_ps(v1, _mm256_mul_ps(v1, sl), _mm256_cmp_ps(v1, zero, _CMP_NGT_UQ));
         }
-        if (t->gate) {
-            /* the ReLU backward: v where gate > 0 (ordered: NaN gates give 0) */
-            const float *gi = t->gate + i * t->ldg;
-            v0 = _mm256_and_ps(v0, _mm256_cmp_ps(_mm256_maskload_ps(gi, m0), zero, _CMP_GT_OQ));
-            if (nv == 2)
-                v1 = _mm256_and_ps(v1, _mm256_cmp_ps(_mm256_maskload_ps(gi + 8, m1), zero,
-                                                     _CMP_GT_OQ));
-        }
-        if (t->upd) {
-            /* SGD: v is the momentum buffer; p -= lr * (v + wd * p) */
-            float *pi = t->upd + i * t->ldu;
-            const __m256 lr = _mm256_set1_ps(t->lr), wd = _mm256_set1_ps(t->wd);
-            __m256 p0 = _mm256_maskload_ps(pi, m0);
-            if (t->wd != 0.0f) v0 = _mm256_add_ps(v0, _mm256_mul_ps(wd, p0));
-            p0 = _mm256_sub_ps(p0, _mm256_mul_ps(lr, v0));
-            _mm256_maskstore_ps(pi, m0, p0);
-            bad = _mm256_or_ps(bad, _mm256_sub_ps(p0, p0));
-            if (nv == 2) {
-                __m256 p1 = _mm256_maskload_ps(pi + 8, m1);
-                if (t->wd != 0.0f) v1 = _mm256_add_ps(v1, _mm256_mul_ps(wd, p1));
-                p1 = _mm256_sub_ps(p1, _mm256_mul_ps(lr, v1));
-                _mm256_maskstore_ps(pi + 8, m1, p1);
-                bad = _mm256_or_ps(bad, _mm256_sub_ps(p1, p1));
-            }
-        }
         _mm256_maskstore_ps(ci, m0, v0);
         if (nv == 2) _mm256_maskstore_ps(ci + 8, m1, v1);
     }
-    /* p - p is +0 for a finite p (and the masked-off lanes), NaN for NaN
-     * and infinities: OR-ed together, the bits are non-zero iff one was */
-    if (t->upd && _mm256_movemask_ps(_mm256_cmp_ps(bad, zero, _CMP_UNORD_Q)))
-        *t->bad |= 0x80000000u;
+    if (t->gate || t->upd) tile_gate_update(c, ldc, mr, nr, t);
 }
 
 #define CASE(m)                                                                    \

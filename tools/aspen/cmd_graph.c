@@ -50,7 +50,9 @@ const char usage_graph[] =
     "  --vertices       compile for T threads and count the fine-grained graph:\n"
     "                   vertices = pieces of work the ops are split into, summed;\n"
     "                   edges = per vertex, one per tensor it reads and one per\n"
-    "                   tensor it writes. With -o the boxes show their vertices\n"
+    "                   tensor it writes; and the nodes of the compiled program\n"
+    "                   (fewer than the graph's where the compiler fused ops).\n"
+    "                   With -o the boxes show their vertices\n"
     "  --threads T      threads the vertices are planned for (default: all cores)\n"
     "  --json           last line of output: one JSON object with the figures\n";
 

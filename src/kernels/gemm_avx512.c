@@ -29,9 +29,8 @@
 #define MR ASP_GEMM_AVX512_MR
 #define NR ASP_GEMM_AVX512_NR
 
-/* The training epilogue (asp_gemm_tail's gate and upd) over the tile just
- * stored, still in L1: kept out of the inlined body, whose 28 instances it
- * made twice as slow to compile (and clang's sanitizer build 100x). */
+/* The training epilogue (asp_gemm_tail's gate and upd) over an edge tile
+ * just stored, still in L1, with the full tiles' arithmetic. */
 static __attribute__((noinline)) void tile_gate_update(float *c, int64_t ldc, int mr, int nr,
                                                        const asp_gemm_tail *t)
 {
@@ -106,6 +105,11 @@ ukr_body(int64_t kc, const float *a /* (kc, MR) packed */, const float *b /* (kc
     const __m512 beta = _mm512_set1_ps(t->beta);
     const __m512 zero = _mm512_setzero_ps();
     const int read_c = t->beta != 0.0f;
+    /* The training epilogue in registers for full tiles only: in all 28
+     * instances it made the file 2x slower to compile (100x under clang's
+     * sanitizers); edge tiles take tile_gate_update over the stored tile. */
+    const int full = mr == MR && nv == 2;
+    __mmask16 bad = 0;
     __m512 bn0 = zero, bn1 = zero;
     if (t->bias_n) {
         bn0 = _mm512_maskz_loadu_ps(m0, t->bias_n);
@@ -145,10 +149,35 @@ ukr_body(int64_t kc, const float *a /* (kc, MR) packed */, const float *b /* (kc
             v0 = _mm512_mask_mul_ps(v0, _mm512_cmp_ps_mask(v0, zero, _CMP_NGT_UQ), v0, sl);
             v1 = _mm512_mask_mul_ps(v1, _mm512_cmp_ps_mask(v1, zero, _CMP_NGT_UQ), v1, sl);
         }
+        if (full && t->gate) {
+            /* the ReLU backward: v where gate > 0 (ordered: NaN gates give 0) */
+            const float *gi = t->gate + i * t->ldg;
+            v0 = _mm512_maskz_mov_ps(
+                _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m0, gi), zero, _CMP_GT_OQ), v0);
+            v1 = _mm512_maskz_mov_ps(
+                _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m1, gi + 16), zero, _CMP_GT_OQ), v1);
+        }
+        if (full && t->upd) {
+            /* SGD: v is the momentum buffer; p -= lr * (v + wd * p) */
+            float *pi = t->upd + i * t->ldu;
+            const __m512 lr = _mm512_set1_ps(t->lr), wd = _mm512_set1_ps(t->wd);
+            __m512 p0 = _mm512_maskz_loadu_ps(m0, pi), p1 = _mm512_maskz_loadu_ps(m1, pi + 16);
+            if (t->wd != 0.0f) {
+                v0 = _mm512_add_ps(v0, _mm512_mul_ps(wd, p0));
+                v1 = _mm512_add_ps(v1, _mm512_mul_ps(wd, p1));
+            }
+            p0 = _mm512_sub_ps(p0, _mm512_mul_ps(lr, v0));
+            p1 = _mm512_sub_ps(p1, _mm512_mul_ps(lr, v1));
+            _mm512_mask_storeu_ps(pi, m0, p0);
+            _mm512_mask_storeu_ps(pi + 16, m1, p1);
+            bad |= _mm512_mask_fpclass_ps_mask(m0, p0, 0x99) | /* NaN, +-Inf */
+                   _mm512_mask_fpclass_ps_mask(m1, p1, 0x99);
+        }
         _mm512_mask_storeu_ps(ci, m0, v0);
         if (nv == 2) _mm512_mask_storeu_ps(ci + 16, m1, v1);
     }
-    if (t->gate || t->upd) tile_gate_update(c, ldc, mr, nr, t);
+    if (bad) *t->bad |= 0x80000000u;
+    if (!full && (t->gate || t->upd)) tile_gate_update(c, ldc, mr, nr, t);
 }
 
 #define CASE(m)                                                                    \

@@ -56,6 +56,20 @@ void asp_pass_fuse_updates(aspen_program *p)
 
 /* Helpers of the fusion passes (fuse_conv.c, fuse_dense.c). */
 
+int asp_fuse_begin(const aspen_program *p, int **readers, unsigned char **dead)
+{
+    *readers = asp_calloc((size_t)p->nt, sizeof(int));
+    *dead = asp_calloc((size_t)(p->nn ? p->nn : 1), 1);
+    if (!*readers || !*dead) {
+        free(*readers);
+        free(*dead);
+        return 0;
+    }
+    for (int s = 0; s < p->nn; s++)
+        for (int j = 0; j < p->n[s].n_in; j++) (*readers)[p->n[s].in[j]]++;
+    return 1;
+}
+
 int asp_sole_reader(const aspen_program *p, const int *readers, aspen_tensor x)
 {
     if (p->t[x].is_output || readers[x] != 1) return -1;

@@ -49,15 +49,9 @@ static void take_output(aspen_program *p, int *readers, unsigned char *dead, int
 
 void asp_pass_fuse_dense(aspen_program *p)
 {
-    int *readers = asp_calloc((size_t)p->nt, sizeof(int));
-    unsigned char *dead = asp_calloc((size_t)(p->nn ? p->nn : 1), 1);
-    if (!readers || !dead) { /* an optimisation: without memory, skip it */
-        free(readers);
-        free(dead);
-        return;
-    }
-    for (int s = 0; s < p->nn; s++)
-        for (int j = 0; j < p->n[s].n_in; j++) readers[p->n[s].in[j]]++;
+    int *readers;
+    unsigned char *dead;
+    if (!asp_fuse_begin(p, &readers, &dead)) return; /* an optimisation: skip it */
     int removed = 0;
     for (int s = 0; s < p->nn; s++) {
         asp_node *n = &p->n[s];

@@ -56,9 +56,12 @@ void asp_pass_fuse_updates(aspen_program *p);
 void asp_pass_fuse_conv(aspen_program *p);
 void asp_pass_fuse_dense(aspen_program *p);
 void asp_pass_split_wgrad(aspen_program *p);
-/* For the fusion passes: the only node reading tensor x (readers[t]: how many
- * nodes read t), or -1 (none, several, or x is an output); remove the nodes
- * marked dead, keeping the others' order and their outputs' producers. */
+/* For the fusion passes: readers[t] = how many nodes read tensor t and dead
+ * (one flag per node) all 0, both allocated (0 without memory: skip the
+ * pass); the only node reading tensor x, or -1 (none, several, or x is an
+ * output); remove the nodes marked dead, keeping the others' order and their
+ * outputs' producers. */
+int asp_fuse_begin(const aspen_program *p, int **readers, unsigned char **dead);
 int asp_sole_reader(const aspen_program *p, const int *readers, aspen_tensor x);
 void asp_drop_nodes(aspen_program *p, const unsigned char *dead);
 enum { ASP_RECOMPUTE_NONE = 0, ASP_RECOMPUTE_NORM = 1, ASP_RECOMPUTE_SEGMENTS = 2 };

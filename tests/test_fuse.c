@@ -266,6 +266,18 @@ TEST(fuse_isa_switch_between_compile_and_run)
     for (int i = 0; i < 16 * 25; i++) CHECK(fabsf(a[i] - b[i]) <= 1e-5f * (fabsf(b[i]) + 1e-3f));
 }
 
+/* Nodes of program p whose op is a or b (b may be NULL); -1 on error. */
+static int count_ops(const aspen_program *p, const char *a, const char *b)
+{
+    int n = 0;
+    for (int i = 0; i < aspen_program_node_count(p); i++) {
+        aspen_node_info ni;
+        if (aspen_program_node_info(p, i, &ni) != ASPEN_OK) return -1;
+        n += !strcmp(ni.op, a) || (b && !strcmp(ni.op, b));
+    }
+    return n;
+}
+
 /* The dense fusions (src/compiler/fuse_dense.c) on the MLP's training step:
  * ReLU into the forward GEMM, its backward into the data-gradient GEMM, the
  * SGD step into the weight-gradient GEMM. The fused program has none of the
@@ -294,14 +306,9 @@ static int mlp_steps(int threads, int no_fuse, float *loss, float *w0, int *ops)
              aspen_engine_new(p, s, threads, &e) == ASPEN_OK;
     /* ops[0]: relu and relu_bwd nodes, ops[1]: separate SGD updates (sgd_update
      * or, with the momentum folded, sgd_apply), ops[2]: dense_bwd_weight_sgd */
-    ops[0] = ops[1] = ops[2] = 0;
-    for (int i = 0; ok && i < aspen_program_node_count(p); i++) {
-        aspen_node_info ni;
-        ok = aspen_program_node_info(p, i, &ni) == ASPEN_OK;
-        ops[0] += ok && (!strcmp(ni.op, "relu") || !strcmp(ni.op, "relu_bwd"));
-        ops[1] += ok && (!strcmp(ni.op, "sgd_apply") || !strcmp(ni.op, "sgd_update"));
-        ops[2] += ok && !strcmp(ni.op, "dense_bwd_weight_sgd");
-    }
+    ops[0] = ok ? count_ops(p, "relu", "relu_bwd") : -1;
+    ops[1] = ok ? count_ops(p, "sgd_apply", "sgd_update") : -1;
+    ops[2] = ok ? count_ops(p, "dense_bwd_weight_sgd", NULL) : -1;
     if (ok) {
         float *x = aspen_engine_data(e, io.input);
         int32_t *y = aspen_engine_data(e, lab);
@@ -385,12 +392,7 @@ static int split_wgrad_run(int threads, const float *xv, const float *wv, const 
     aspen_engine *e = NULL;
     ok = ok && aspen_compile(g, &o, &p) == ASPEN_OK &&
          aspen_engine_new(p, s, threads, &e) == ASPEN_OK;
-    *split = 0;
-    for (int i = 0; ok && i < aspen_program_node_count(p); i++) {
-        aspen_node_info ni;
-        ok = aspen_program_node_info(p, i, &ni) == ASPEN_OK;
-        *split += ok && (!strcmp(ni.op, "conv2d_bwd_weight_part") || !strcmp(ni.op, "sum_parts"));
-    }
+    *split = ok ? count_ops(p, "conv2d_bwd_weight_part", "sum_parts") : -1;
     if (ok) {
         memcpy(aspen_engine_data(e, x), xv, sizeof(float) * GN * GC * GH * GH);
         memcpy(aspen_engine_data(e, w), wv, sizeof(float) * GM * GC * GK * GK);
@@ -479,12 +481,7 @@ static int conv_relu_pool_grads(int threads, int no_fuse, float *out /* loss, dx
     aspen_engine *e = NULL;
     ok = ok && aspen_compile(g, &o, &p) == ASPEN_OK &&
          aspen_engine_new(p, s, threads, &e) == ASPEN_OK;
-    *relus = 0;
-    for (int i = 0; ok && i < aspen_program_node_count(p); i++) {
-        aspen_node_info ni;
-        ok = aspen_program_node_info(p, i, &ni) == ASPEN_OK;
-        *relus += ok && (!strcmp(ni.op, "relu") || !strcmp(ni.op, "relu_bwd"));
-    }
+    *relus = ok ? count_ops(p, "relu", "relu_bwd") : -1;
     const aspen_step step = {0.0f, 1};
     ok = ok && aspen_engine_run(e, &step) == ASPEN_OK;
     if (ok) {

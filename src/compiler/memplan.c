@@ -71,6 +71,9 @@ static int fits(const extent *over, int nover, size_t off, size_t bytes)
  * not travel between the cores (LeNet's max-pool backward wrote into lines
  * the other core held: 3x slower when the cores are far apart). The arena
  * does not grow: the centred place lies inside the old group. */
+/* Dead groups tried for centring per group: keeps the pass quadratic. */
+#define CENTRE_TRIES 8
+
 static size_t place_greedy(interval *iv, int ng, extent *over)
 {
     qsort(iv, (size_t)ng, sizeof(*iv), by_size_desc);
@@ -82,8 +85,9 @@ static size_t place_greedy(interval *iv, int ng, extent *over)
                 over[nover++] = (extent){iv[j].offset, iv[j].offset + iv[j].bytes};
         qsort(over, (size_t)nover, sizeof(*over), by_begin);
         size_t off = SIZE_MAX;
-        for (int j = 0; j < g && off == SIZE_MAX; j++) {
+        for (int j = 0, tries = 0; j < g && off == SIZE_MAX && tries < CENTRE_TRIES; j++) {
             if (iv[j].first <= iv[g].last && iv[g].first <= iv[j].last) continue;
+            tries++;
             const size_t centred = asp_align_up(iv[j].offset + (iv[j].bytes - iv[g].bytes) / 2);
             if (centred + iv[g].bytes <= iv[j].offset + iv[j].bytes &&
                 fits(over, nover, centred, iv[g].bytes))

@@ -70,6 +70,21 @@
 #define GEN_MR 4
 #define GEN_NR 8
 
+/* One element of the training epilogue (asp_epilogue's gate and upd): v
+ * gated by *g (g NULL: no gate), then the SGD step of *p with v as its
+ * momentum buffer (p NULL: none); returns v. */
+static inline float gate_update(float v, const float *g, float *p, float lr, float wd,
+                                uint32_t *bad)
+{
+    if (g && !(*g > 0.0f)) v = 0.0f;
+    if (p) {
+        if (wd != 0.0f) v = v + wd * *p;
+        *p = *p - lr * v;
+        if (!isfinite(*p) && bad) *bad |= 0x80000000u;
+    }
+    return v;
+}
+
 /* Portable micro-kernel: same contract as the ISA ones. Plain C that the
  * compiler vectorises with the baseline SIMD of the target (SSE2 on x86-64);
  * no FMA contraction (-std=c11), so results do not depend on the compiler's
@@ -99,13 +114,9 @@ static void gemm_ukr_generic(int64_t kc, const float *a /* (kc, GEN_MR) packed *
             if (t->bias_n) v += t->bias_n[j];
             if (t->relu == ASP_ACT_RELU && v < 0.0f) v = 0.0f;
             if (t->relu == ASP_ACT_LEAKY && !(v > 0.0f)) v = t->slope * v;
-            if (t->gate && !(t->gate[i * t->ldg + j] > 0.0f)) v = 0.0f;
-            if (t->upd) {
-                float *p = t->upd + i * t->ldu + j;
-                if (t->wd != 0.0f) v = v + t->wd * *p;
-                *p = *p - t->lr * v;
-                if (!isfinite(*p)) *t->bad |= 0x80000000u;
-            }
+            if (t->gate || t->upd)
+                v = gate_update(v, t->gate ? t->gate + i * t->ldg + j : NULL,
+                                t->upd ? t->upd + i * t->ldu + j : NULL, t->lr, t->wd, t->bad);
             ci[j] = v;
         }
     }
@@ -362,19 +373,12 @@ static void gate_update_block(int64_t i0, int64_t i1, int64_t j0, int64_t j1, fl
                               int64_t ldc, const asp_epilogue *ep)
 {
     if (!ep || (!ep->gate && !ep->upd)) return;
-    for (int64_t i = i0; i < i1; i++) {
+    for (int64_t i = i0; i < i1; i++)
         for (int64_t j = j0; j < j1; j++) {
-            float v = C[i * ldc + j];
-            if (ep->gate && !(ep->gate[i * ep->ldg + j] > 0.0f)) v = 0.0f;
-            if (ep->upd) {
-                float *p = ep->upd + i * ep->ldu + j;
-                if (ep->wd != 0.0f) v = v + ep->wd * *p;
-                *p = *p - ep->lr * v;
-                if (!isfinite(*p) && ep->bad) *ep->bad |= 0x80000000u;
-            }
-            C[i * ldc + j] = v;
+            const float *g = ep->gate ? ep->gate + i * ep->ldg + j : NULL;
+            float *p = ep->upd ? ep->upd + i * ep->ldu + j : NULL;
+            C[i * ldc + j] = gate_update(C[i * ldc + j], g, p, ep->lr, ep->wd, ep->bad);
         }
-    }
 }
 
 /* The rectangle [*i0, *i1) x [*j0, *j1) of C that `part` of `nparts` owns;

@@ -703,19 +703,20 @@ size_t asp_conv2d_bwd_weight_scratch(const asp_tensor *t, const asp_node *n)
     return tile_bytes(&c);
 }
 
-/* dW[g][m0:m1, c0*KK : c1*KK] = sum over images and tiles of
- * dy[n,g][m0:m1, tile] * col[n,g][c0*KK : c1*KK, tile]^T  (+ beta * dW when the
- * compiler folded SGD's momentum into this op: src/compiler/fuse.c). */
+/* dw[g][m0:m1, c0*KK : c1*KK] = sum over images [n0, n1) and tiles of
+ * dy[n,g][m0:m1, tile] * col[n,g][c0*KK : c1*KK, tile]^T  (+ beta * dw, beta
+ * the momentum the compiler folded into this op (src/compiler/fuse.c), or 0).
+ * dw: the weight gradient (M, Cg, KH, KW), or a slice of that shape. */
 static void bwd_weight_block(const asp_kctx *k, const conv_geom *c, int64_t gi, int64_t m0,
-                             int64_t m1, int64_t c0, int64_t c1)
+                             int64_t m1, int64_t c0, int64_t c1, int64_t n0, int64_t n1,
+                             float *dw, float beta)
 {
     const asp_im2col_geom ig = im2col_geom(c);
     const float *dy = ASP_IN(k, 0) /* (N, M, OH, OW) */, *x = ASP_IN(k, 1) /* (N, C, H, W) */;
-    float *dw = ASP_OUT(k, 0) /* (M, Cg, KH, KW) */;
     float *col = k->scratch; /* ((c1-c0)*KK, <= T) */
     const int64_t T = tile_p(c), Kd = c->Cg * c->KK, rows = (c1 - c0) * c->KK;
     float *dwb = dw + (gi * c->Mg + m0) * Kd + c0 * c->KK;
-    for (int64_t n = 0; n < c->N; n++) {
+    for (int64_t n = n0; n < n1; n++) {
         const float *xr = x + (n * c->C + gi * c->Cg + c0) * c->H * c->W;
         const float *dyr = dy + (n * c->M + gi * c->Mg + m0) * c->P;
         for (int64_t p0 = 0, p1; p0 < c->P; p0 = p1) {
@@ -728,8 +729,7 @@ static void bwd_weight_block(const asp_kctx *k, const conv_geom *c, int64_t gi, 
                 ldb = p1 - p0;
             }
             asp_sgemm(0, 1, m1 - m0, rows, p1 - p0, 1.0f, dyr + p0, c->P, B, ldb,
-                      n || p0 ? 1.0f : k->node->a.sh.beta, dwb, Kd, NULL, 0, 1,
-                      k->gemm_scratch);
+                      n > n0 || p0 ? 1.0f : beta, dwb, Kd, NULL, 0, 1, k->gemm_scratch);
         }
     }
 }
@@ -749,7 +749,9 @@ void asp_conv2d_bwd_weight_forward(const asp_kctx *k)
         asp_split(c.C, k->nvertex, k->vertex, 1, &lo, &hi);
         for (int64_t gi = 0; gi < c.G; gi++) {
             int64_t c0 = ASP_MAX(lo, gi * c.Cg), c1 = ASP_MIN(hi, (gi + 1) * c.Cg);
-            if (c0 < c1) bwd_weight_block(k, &c, gi, 0, c.Mg, c0 - gi * c.Cg, c1 - gi * c.Cg);
+            if (c0 < c1)
+                bwd_weight_block(k, &c, gi, 0, c.Mg, c0 - gi * c.Cg, c1 - gi * c.Cg, 0, c.N,
+                                 ASP_OUT(k, 0), k->node->a.sh.beta);
         }
         return;
     }
@@ -762,7 +764,9 @@ void asp_conv2d_bwd_weight_forward(const asp_kctx *k)
     }
     for (int64_t gi = 0; gi < c.G; gi++) {
         int64_t m0 = ASP_MAX(lo, gi * c.Mg), m1 = ASP_MIN(hi, (gi + 1) * c.Mg);
-        if (m0 < m1) bwd_weight_block(k, &c, gi, m0 - gi * c.Mg, m1 - gi * c.Mg, 0, c.Cg);
+        if (m0 < m1)
+            bwd_weight_block(k, &c, gi, m0 - gi * c.Mg, m1 - gi * c.Mg, 0, c.Cg, 0, c.N,
+                             ASP_OUT(k, 0), k->node->a.sh.beta);
     }
 }
 
@@ -814,31 +818,10 @@ size_t asp_conv2d_bwd_weight_part_scratch(const asp_tensor *t, const asp_node *n
 void asp_conv2d_bwd_weight_part_forward(const asp_kctx *k)
 {
     conv_geom c = bwd_weight_geom(k->t, k->node);
-    const asp_im2col_geom ig = im2col_geom(&c);
-    const float *dy = ASP_IN(k, 0) /* (N, M, OH, OW) */, *x = ASP_IN(k, 1) /* (N, C, H, W) */;
-    const int64_t T = tile_p(&c), Kd = c.Cg * c.KK;
     const int64_t n0 = c.N * k->vertex / k->nvertex, n1 = c.N * (k->vertex + 1) / k->nvertex;
-    float *dw = ASP_OUT(k, 0) + (int64_t)k->vertex * c.M * Kd; /* slice v: (M, Cg, KH, KW) */
-    float *col = k->scratch;
-    for (int64_t gi = 0; gi < c.G; gi++) {
-        float *dwg = dw + gi * c.Mg * Kd;
-        for (int64_t n = n0; n < n1; n++) {
-            const float *xr = x + (n * c.C + gi * c.Cg) * c.H * c.W;
-            const float *dyr = dy + (n * c.M + gi * c.Mg) * c.P;
-            for (int64_t p0 = 0, p1; p0 < c.P; p0 = p1) {
-                p1 = ASP_MIN(c.P, p0 + T);
-                const float *B = xr + p0;
-                int64_t ldb = c.P;
-                if (!is_pointwise(&c)) {
-                    asp_im2col_range(&ig, xr, c.Cg, p0, p1, col);
-                    B = col;
-                    ldb = p1 - p0;
-                }
-                asp_sgemm(0, 1, c.Mg, Kd, p1 - p0, 1.0f, dyr + p0, c.P, B, ldb,
-                          n > n0 || p0 ? 1.0f : 0.0f, dwg, Kd, NULL, 0, 1, k->gemm_scratch);
-            }
-        }
-    }
+    float *slice = ASP_OUT(k, 0) + (int64_t)k->vertex * c.M * c.Cg * c.KK;
+    for (int64_t gi = 0; gi < c.G; gi++)
+        bwd_weight_block(k, &c, gi, 0, c.Mg, 0, c.Cg, n0, n1, slice, 0.0f);
 }
 
 /* The backward GEMMs do as many multiply-accumulates as the forward one. */

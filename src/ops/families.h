@@ -33,7 +33,7 @@ INFER(asp_conv2d_bwd_weight_infer) VERT(asp_conv2d_bwd_weight_vertices)
 SCR(asp_conv2d_bwd_weight_scratch) FWD(asp_conv2d_bwd_weight_forward)
 INFER(asp_conv2d_bwd_weight_part_infer) VERT(asp_conv2d_bwd_weight_part_vertices)
 SCR(asp_conv2d_bwd_weight_part_scratch) FWD(asp_conv2d_bwd_weight_part_forward)
-FWD(asp_sum_parts_forward) VERT(asp_sum_parts_vertices) INFER(asp_sum_parts_infer)
+FWD(asp_sum_parts_forward) INFER(asp_sum_parts_infer)
 /* pool.c */
 INFER(asp_pool_infer) VERT(asp_pool_vertices) FWD(asp_maxpool2d_forward)
 FWD(asp_avgpool2d_forward) BWD(asp_maxpool2d_backward) BWD(asp_avgpool2d_backward)

@@ -314,12 +314,6 @@ void asp_sum_parts_forward(const asp_kctx *k)
     }
 }
 
-int asp_sum_parts_vertices(const asp_tensor *t, const asp_node *n, int threads)
-{
-    int64_t v = asp_numel(&t[n->out[0]]) / 16384 + 1;
-    return v < threads ? (int)v : threads;
-}
-
 aspen_status asp_sum_parts_infer(const aspen_graph *g, const asp_node *n, asp_tensor **out)
 {
     asp_set_shape(out[0], ASPEN_F32, n->a.sh.ndim, n->a.sh.shape);
